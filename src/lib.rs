@@ -1,4 +1,52 @@
 //! oauth-consumer-server: a self-hosted gateway to the Clever Cloud API.
+//!
+//! It does the OAuth 1.0a login dance in the browser and keeps the tokens in
+//! server-side sessions. [`app`] builds the whole HTTP application, so the
+//! binary and the tests run the same thing.
 
+pub mod config;
+pub mod error;
 pub mod oauth;
 pub mod secret;
+pub mod session;
+pub mod telemetry;
+pub mod web;
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use axum::Router;
+
+use crate::config::Config;
+use crate::oauth::{OAuthClient, Signer};
+
+/// What every handler may use; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// The configuration, parsed once.
+    pub config: Arc<Config>,
+    /// The client of the API's OAuth endpoints.
+    pub oauth: OAuthClient,
+}
+
+/// Builds the application for `config`: routes, sessions, middleware.
+pub async fn app(config: Config) -> anyhow::Result<Router> {
+    // Two TLS back-ends end up linked (ring for reqwest, aws-lc for the
+    // Redis client); rustls needs to be told which one to use.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+
+    let signer = Signer::new(config.oauth_signature_method);
+    let oauth = OAuthClient::new(
+        config.api_host.clone(),
+        signer,
+        config.api_connect_timeout(),
+        config.oauth_call_timeout(),
+    )
+    .context("building the HTTP client for the OAuth endpoints")?;
+    let session_layer = session::layer(session::memory_store(), &config);
+    let state = AppState {
+        config: Arc::new(config),
+        oauth,
+    };
+    Ok(web::router().layer(session_layer).with_state(state))
+}

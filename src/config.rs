@@ -1,0 +1,282 @@
+//! Typed configuration, from environment variables or command-line flags.
+//!
+//! Parsed once at start-up; a bad value stops the server with one line that
+//! names the variable (and never echoes a secret).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use clap::builder::TypedValueParser as _;
+use clap::{Parser, ValueEnum};
+use url::Url;
+
+use crate::oauth::{Credentials, SignatureMethod};
+use crate::secret::Secret;
+
+/// Shortest `SESSION_KEY` accepted: 32 characters, so 128 bits or more even
+/// for a hex key.
+pub const MIN_SESSION_KEY_LEN: usize = 32;
+
+/// Every setting of the server. Each flag also reads the environment
+/// variable named in `--help`.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "oauth-consumer-server", version, about)]
+pub struct Config {
+    /// Port to listen on (Clever Cloud sets it).
+    #[arg(long, env = "PORT", default_value_t = 8080)]
+    pub port: u16,
+
+    /// Address to listen on.
+    #[arg(long, env = "HOST", default_value_t = IpAddr::V4(Ipv4Addr::UNSPECIFIED))]
+    pub host: IpAddr,
+
+    /// Public base URL of this server; the OAuth callback is APP_URL + "callback".
+    /// Default: http://localhost:$PORT/
+    #[arg(long, env = "APP_URL")]
+    pub app_url: Option<Url>,
+
+    /// Origin of the Clever Cloud API.
+    #[arg(long, env = "API_HOST", default_value = "https://api.clever-cloud.com")]
+    pub api_host: Url,
+
+    /// The operator's OAuth consumer key. Unset: visitors type their own.
+    #[arg(long, env = "OAUTH_CONSUMER_KEY")]
+    pub oauth_consumer_key: Option<String>,
+
+    /// The operator's OAuth consumer secret (never shown to visitors).
+    #[arg(long, env = "OAUTH_CONSUMER_SECRET", hide_env_values = true)]
+    pub oauth_consumer_secret: Option<Secret>,
+
+    /// Signature method: HMAC-SHA512, HMAC-SHA1 or PLAINTEXT.
+    #[arg(long, env = "OAUTH_SIGNATURE_METHOD", default_value = "HMAC-SHA512")]
+    pub oauth_signature_method: SignatureMethod,
+
+    /// Key of the session cookie and of the secrets kept in the session store
+    /// (at least 32 characters). Default: random at start, so sessions end
+    /// with the process.
+    #[arg(long, env = "SESSION_KEY", hide_env_values = true)]
+    pub session_key: Option<Secret>,
+
+    /// Seconds of inactivity after which a session ends.
+    #[arg(long, env = "SESSION_IDLE_SECS", default_value_t = 24 * 3600)]
+    pub session_idle_secs: u64,
+
+    /// Log format: text or json. The level comes from RUST_LOG.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Seconds allowed to connect to the API.
+    #[arg(long, env = "API_CONNECT_TIMEOUT_SECS", default_value_t = 5)]
+    pub api_connect_timeout_secs: u64,
+
+    /// Seconds allowed for a whole OAuth token call (request or access token).
+    #[arg(long, env = "OAUTH_CALL_TIMEOUT_SECS", default_value_t = 15)]
+    pub oauth_call_timeout_secs: u64,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A setting that parsed but makes no sense.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Only one half of the operator's consumer was given.
+    #[error(
+        "OAUTH_CONSUMER_KEY and OAUTH_CONSUMER_SECRET go together: set both, or neither to let visitors bring their own consumer"
+    )]
+    HalfConsumer,
+    /// The session key is too short to be safe.
+    #[error(
+        "SESSION_KEY must be at least {MIN_SESSION_KEY_LEN} characters (it has {0}): generate one with `openssl rand -hex 32`"
+    )]
+    ShortSessionKey(usize),
+    /// A URL setting is not an http(s) URL.
+    #[error("{0} must be an http:// or https:// URL")]
+    NotHttp(&'static str),
+    /// API_HOST has a path, query or fragment.
+    #[error("API_HOST must be an origin like https://api.clever-cloud.com, without path or query")]
+    ApiHostWithPath,
+}
+
+impl Config {
+    /// Reads the command line and the environment, then checks the result.
+    pub fn from_env_and_args() -> Result<Self, clap::Error> {
+        let config = Self::try_parse()?;
+        config
+            .validate()
+            .map_err(|error| clap::Error::raw(clap::error::ErrorKind::ValueValidation, error))
+    }
+
+    /// Parses an explicit argument list (tests, subcommands); the
+    /// environment still provides what the list does not.
+    pub fn from_args<I, T>(args: I) -> anyhow::Result<Self>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        Ok(Self::try_parse_from(args)?.validate()?)
+    }
+
+    /// Checks what clap cannot: pairs, lengths, URL shapes.
+    pub fn validate(self) -> Result<Self, ConfigError> {
+        if self.oauth_consumer_key.is_some() != self.oauth_consumer_secret.is_some() {
+            return Err(ConfigError::HalfConsumer);
+        }
+        if let Some(key) = &self.session_key {
+            let length = key.expose().chars().count();
+            if length < MIN_SESSION_KEY_LEN {
+                return Err(ConfigError::ShortSessionKey(length));
+            }
+        }
+        if !matches!(self.api_host.scheme(), "http" | "https") {
+            return Err(ConfigError::NotHttp("API_HOST"));
+        }
+        if self.api_host.path() != "/"
+            || self.api_host.query().is_some()
+            || self.api_host.fragment().is_some()
+        {
+            return Err(ConfigError::ApiHostWithPath);
+        }
+        if let Some(app_url) = &self.app_url
+            && !matches!(app_url.scheme(), "http" | "https")
+        {
+            return Err(ConfigError::NotHttp("APP_URL"));
+        }
+        Ok(self)
+    }
+
+    /// Where to listen.
+    pub fn listen_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.host, self.port)
+    }
+
+    /// The public base URL, always ending with `/`.
+    pub fn app_url(&self) -> Url {
+        let mut url = self.app_url.clone().unwrap_or_else(|| {
+            Url::parse(&format!("http://localhost:{}/", self.port))
+                .unwrap_or_else(|_| unreachable!("a port always makes a valid URL"))
+        });
+        if !url.path().ends_with('/') {
+            let path = format!("{}/", url.path());
+            url.set_path(&path);
+        }
+        url
+    }
+
+    /// The OAuth callback: `APP_URL` + `callback`.
+    pub fn callback_url(&self) -> Url {
+        let mut url = self.app_url();
+        let path = format!("{}callback", url.path());
+        url.set_path(&path);
+        url
+    }
+
+    /// The origin browsers send in `Origin` for our own pages.
+    pub fn app_origin(&self) -> String {
+        self.app_url().origin().ascii_serialization()
+    }
+
+    /// Whether cookies need `Secure` (the public URL is https).
+    pub fn secure_cookies(&self) -> bool {
+        self.app_url().scheme() == "https"
+    }
+
+    /// The operator's consumer, when configured.
+    pub fn operator_consumer(&self) -> Option<Credentials> {
+        match (&self.oauth_consumer_key, &self.oauth_consumer_secret) {
+            (Some(key), Some(secret)) => Some(Credentials {
+                key: key.clone(),
+                secret: secret.clone(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// Session inactivity limit.
+    pub fn session_idle(&self) -> Duration {
+        Duration::from_secs(self.session_idle_secs)
+    }
+
+    /// Time allowed to open a connection to the API.
+    pub fn api_connect_timeout(&self) -> Duration {
+        Duration::from_secs(self.api_connect_timeout_secs)
+    }
+
+    /// Time allowed for a whole request-token or access-token call.
+    pub fn oauth_call_timeout(&self) -> Duration {
+        Duration::from_secs(self.oauth_call_timeout_secs)
+    }
+}
+
+impl clap::builder::ValueParserFactory for Secret {
+    type Parser = clap::builder::MapValueParser<
+        clap::builder::NonEmptyStringValueParser,
+        fn(String) -> Secret,
+    >;
+
+    fn value_parser() -> Self::Parser {
+        clap::builder::NonEmptyStringValueParser::new().map(Secret::new)
+    }
+}
+
+impl clap::builder::ValueParserFactory for SignatureMethod {
+    type Parser = clap::builder::TryMapValueParser<
+        clap::builder::NonEmptyStringValueParser,
+        fn(String) -> Result<SignatureMethod, String>,
+    >;
+
+    fn value_parser() -> Self::Parser {
+        clap::builder::NonEmptyStringValueParser::new().try_map(|value| value.parse())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> anyhow::Result<Config> {
+        Config::from_args(std::iter::once("oauth-consumer-server").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_follow_the_port() -> anyhow::Result<()> {
+        let config = parse(&["--port", "9000"])?;
+        assert_eq!(config.app_url().as_str(), "http://localhost:9000/");
+        assert_eq!(config.callback_url().as_str(), "http://localhost:9000/callback");
+        assert_eq!(config.oauth_signature_method, SignatureMethod::HmacSha512);
+        assert!(!config.secure_cookies());
+        Ok(())
+    }
+
+    #[test]
+    fn app_url_gains_its_trailing_slash() -> anyhow::Result<()> {
+        let config = parse(&["--app-url", "https://gw.example.com/base"])?;
+        assert_eq!(config.callback_url().as_str(), "https://gw.example.com/base/callback");
+        assert_eq!(config.app_origin(), "https://gw.example.com");
+        assert!(config.secure_cookies());
+        Ok(())
+    }
+
+    #[test]
+    fn bad_values_name_their_variable_without_echoing_secrets() {
+        let short = parse(&["--session-key", "tooshort-secret"]).err().map(|e| e.to_string());
+        let short = short.unwrap_or_default();
+        assert!(short.contains("SESSION_KEY"), "{short}");
+        assert!(!short.contains("tooshort-secret"), "{short}");
+
+        let half = parse(&["--oauth-consumer-key", "k"]).err().map(|e| e.to_string());
+        assert!(half.unwrap_or_default().contains("OAUTH_CONSUMER_SECRET"));
+
+        let method = parse(&["--oauth-signature-method", "RSA-SHA1"]).err().map(|e| e.to_string());
+        assert!(method.unwrap_or_default().contains("OAUTH_SIGNATURE_METHOD"));
+
+        let api = parse(&["--api-host", "https://api.example.com/v2"]).err().map(|e| e.to_string());
+        assert!(api.unwrap_or_default().contains("API_HOST"));
+    }
+}

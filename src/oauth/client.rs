@@ -1,0 +1,241 @@
+//! The API's three OAuth endpoints: request token, authorize, access token.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use tracing::instrument;
+use url::Url;
+
+use super::signature::{Credentials, Request, Signer};
+use crate::secret::Secret;
+
+/// Why a token call failed, in terms the person can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum OAuthError {
+    /// The API refused the consumer (401/403 from `request_token`).
+    #[error("the Clever Cloud API refused the consumer key or secret (HTTP {0})")]
+    ConsumerRejected(u16),
+    /// The API refused the request token or verifier (`access_token`).
+    #[error("the Clever Cloud API refused the authorization (HTTP {0})")]
+    VerifierRejected(u16),
+    /// The API answered with an unexpected status.
+    #[error("the Clever Cloud API answered HTTP {0}")]
+    UnexpectedStatus(u16),
+    /// The API could not be reached.
+    #[error("the Clever Cloud API could not be reached")]
+    Unreachable(#[source] reqwest::Error),
+    /// The API took too long.
+    #[error("the Clever Cloud API did not answer in time")]
+    Timeout(#[source] reqwest::Error),
+    /// The answer was not the form-encoded tokens expected.
+    #[error("the Clever Cloud API's answer could not be understood")]
+    Malformed,
+}
+
+impl From<reqwest::Error> for OAuthError {
+    fn from(error: reqwest::Error) -> Self {
+        if error.is_timeout() {
+            Self::Timeout(error)
+        } else {
+            Self::Unreachable(error)
+        }
+    }
+}
+
+/// A request token, before the person authorizes it.
+#[derive(Clone, Debug)]
+pub struct RequestToken {
+    /// `oauth_token`.
+    pub token: String,
+    /// `oauth_token_secret`.
+    pub secret: Secret,
+}
+
+/// An access token: what signs API calls.
+#[derive(Clone, Debug)]
+pub struct AccessToken {
+    /// `oauth_token`.
+    pub token: String,
+    /// `oauth_token_secret`.
+    pub secret: Secret,
+    /// `expiration_date`, ISO 8601, when the API gives it.
+    pub expiration_date: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct TokenAnswer {
+    oauth_token: String,
+    oauth_token_secret: Secret,
+    expiration_date: Option<String>,
+}
+
+/// Calls the OAuth endpoints under `API_HOST/v2/oauth/`.
+#[derive(Clone, Debug)]
+pub struct OAuthClient {
+    http: reqwest::Client,
+    api_host: Url,
+    signer: Signer,
+}
+
+impl OAuthClient {
+    /// A client for `api_host`, with its own time-outs and no redirects.
+    pub fn new(
+        api_host: Url,
+        signer: Signer,
+        connect_timeout: Duration,
+        call_timeout: Duration,
+    ) -> reqwest::Result<Self> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(connect_timeout)
+            .timeout(call_timeout)
+            // Following redirects would let the API's answer send our signed
+            // request elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(Self {
+            http,
+            api_host,
+            signer,
+        })
+    }
+
+    fn endpoint(&self, name: &str) -> Url {
+        let mut url = self.api_host.clone();
+        url.set_path(&format!("/v2/oauth/{name}"));
+        url
+    }
+
+    /// Where to send the browser to authorize `request_token`.
+    pub fn authorize_url(&self, request_token: &str) -> Url {
+        let mut url = self.endpoint("authorize");
+        url.query_pairs_mut().append_pair("oauth_token", request_token);
+        url
+    }
+
+    /// Asks for a request token, signed with the consumer alone.
+    #[instrument(skip_all, fields(consumer_key = %consumer.key))]
+    pub async fn request_token(
+        &self,
+        consumer: &Credentials,
+        callback: &Url,
+    ) -> Result<RequestToken, OAuthError> {
+        let url = self.endpoint("request_token");
+        let request = Request {
+            method: "POST",
+            url: &url,
+            form_body: None,
+            consumer,
+            token: None,
+            callback: Some(callback.as_str()),
+            verifier: None,
+        };
+        let answer = self
+            .call(&request)
+            .await
+            .map_err(|status| match status {
+                Status::Refused(code) => OAuthError::ConsumerRejected(code),
+                Status::Other(error) => error,
+            })?;
+        Ok(RequestToken {
+            token: answer.oauth_token,
+            secret: answer.oauth_token_secret,
+        })
+    }
+
+    /// Exchanges an authorized request token and its verifier for an access
+    /// token.
+    #[instrument(skip_all, fields(consumer_key = %consumer.key))]
+    pub async fn access_token(
+        &self,
+        consumer: &Credentials,
+        request_token: &Credentials,
+        verifier: &Secret,
+    ) -> Result<AccessToken, OAuthError> {
+        let url = self.endpoint("access_token");
+        let request = Request {
+            method: "POST",
+            url: &url,
+            form_body: None,
+            consumer,
+            token: Some(request_token),
+            callback: None,
+            verifier: Some(verifier),
+        };
+        let answer = self
+            .call(&request)
+            .await
+            .map_err(|status| match status {
+                Status::Refused(code) => OAuthError::VerifierRejected(code),
+                Status::Other(error) => error,
+            })?;
+        Ok(AccessToken {
+            token: answer.oauth_token,
+            secret: answer.oauth_token_secret,
+            expiration_date: answer.expiration_date,
+        })
+    }
+
+    async fn call(&self, request: &Request<'_>) -> Result<TokenAnswer, Status> {
+        let response = self
+            .http
+            .post(request.url.clone())
+            .header(
+                reqwest::header::AUTHORIZATION,
+                self.signer.authorization(request),
+            )
+            .header(reqwest::header::CONTENT_LENGTH, 0)
+            .send()
+            .await
+            .map_err(|error| Status::Other(error.into()))?;
+        let status = response.status();
+        if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
+            return Err(Status::Refused(status.as_u16()));
+        }
+        if !status.is_success() {
+            return Err(Status::Other(OAuthError::UnexpectedStatus(status.as_u16())));
+        }
+        let body = response
+            .bytes()
+            .await
+            .map_err(|error| Status::Other(error.into()))?;
+        parse_token_answer(&body).ok_or(Status::Other(OAuthError::Malformed))
+    }
+}
+
+enum Status {
+    Refused(u16),
+    Other(OAuthError),
+}
+
+/// Reads `oauth_token=…&oauth_token_secret=…[&expiration_date=…]`.
+fn parse_token_answer(body: &[u8]) -> Option<TokenAnswer> {
+    let answer: TokenAnswer = serde_urlencoded::from_bytes(body).ok()?;
+    let usable = !answer.oauth_token.is_empty() && !answer.oauth_token_secret.expose().is_empty();
+    usable.then_some(answer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_answers_are_parsed_or_refused() {
+        let good = parse_token_answer(
+            b"oauth_token=t&oauth_token_secret=s%26x&oauth_callback_confirmed=true",
+        );
+        assert!(good.is_some_and(|answer| answer.oauth_token == "t"
+            && answer.oauth_token_secret.expose() == "s&x"));
+
+        let access = parse_token_answer(
+            b"oauth_token=t&oauth_token_secret=s&expiration_date=2027-02-23T00%3A00%3A00Z",
+        );
+        assert_eq!(
+            access.and_then(|answer| answer.expiration_date).as_deref(),
+            Some("2027-02-23T00:00:00Z")
+        );
+
+        assert!(parse_token_answer(b"<html>oops").is_none());
+        assert!(parse_token_answer(b"oauth_token=&oauth_token_secret=s").is_none());
+        assert!(parse_token_answer(b"oauth_token=t").is_none());
+    }
+}

@@ -1,0 +1,212 @@
+//! Server-side sessions: the store, the cookie, and typed access to what a
+//! session holds.
+
+mod memory;
+
+use std::time::Duration;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use rand::RngCore as _;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha512};
+use tower_sessions::cookie::{Key, SameSite};
+use tower_sessions::session_store::ExpiredDeletion as _;
+use tower_sessions::{Expiry, Session, SessionManagerLayer, SessionStore};
+
+pub use memory::MemoryStore;
+
+use crate::config::Config;
+use crate::oauth::Credentials;
+use crate::secret::Secret;
+
+/// Name of the session cookie.
+pub const COOKIE_NAME: &str = "ocs_session";
+
+// Namespaced keys of what a session holds.
+const PENDING_LOGIN_KEY: &str = "oauth.pending_login";
+const ACCESS_KEY: &str = "oauth.access";
+const CSRF_KEY: &str = "web.csrf";
+
+/// How often expired sessions are swept out of the embedded store.
+const EXPIRED_SWEEP_PERIOD: Duration = Duration::from_secs(60);
+
+/// Which consumer a login was made with.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Consumer {
+    /// The operator's, from the configuration (its secret is never stored).
+    Operator,
+    /// One the visitor typed on the login page.
+    Visitor {
+        /// Consumer key.
+        key: String,
+        /// Consumer secret.
+        secret: Secret,
+    },
+}
+
+impl Consumer {
+    /// The consumer's credentials, resolving the operator's from `config`.
+    pub fn credentials(&self, config: &Config) -> Option<Credentials> {
+        match self {
+            Self::Operator => config.operator_consumer(),
+            Self::Visitor { key, secret } => Some(Credentials {
+                key: key.clone(),
+                secret: secret.clone(),
+            }),
+        }
+    }
+}
+
+/// A login in progress: between `POST /login` and `GET /callback`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PendingLogin {
+    /// The request token the API gave us for this browser.
+    pub request_token: String,
+    /// Its secret.
+    pub request_secret: Secret,
+    /// The consumer that asked for it.
+    pub consumer: Consumer,
+}
+
+/// What a logged-in session holds: the access token and whom it is for.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AccessGrant {
+    /// The access token.
+    pub token: String,
+    /// Its secret.
+    pub secret: Secret,
+    /// The consumer that obtained it (tokens only work with it).
+    pub consumer: Consumer,
+    /// The Clever Cloud user id, when the callback named it.
+    pub user_id: Option<String>,
+    /// When the token expires (ISO 8601, as the API gave it).
+    pub expiration_date: Option<String>,
+}
+
+impl AccessGrant {
+    /// The access token as signing credentials.
+    pub fn token_credentials(&self) -> Credentials {
+        Credentials {
+            key: self.token.clone(),
+            secret: self.secret.clone(),
+        }
+    }
+}
+
+/// The session store could not be reached or answered nonsense.
+#[derive(Debug, thiserror::Error)]
+#[error("the session store is unavailable: {0}")]
+pub struct SessionError(#[from] tower_sessions::session::Error);
+
+/// This browser's session, with typed accessors.
+#[derive(Clone, Debug)]
+pub struct AppSession(Session);
+
+impl<S: Send + Sync> FromRequestParts<S> for AppSession {
+    type Rejection = <Session as FromRequestParts<S>>::Rejection;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Session::from_request_parts(parts, state).await.map(Self)
+    }
+}
+
+impl AppSession {
+    /// This session's CSRF token, created on first use.
+    pub async fn csrf_token(&self) -> Result<String, SessionError> {
+        if let Some(token) = self.0.get::<String>(CSRF_KEY).await? {
+            return Ok(token);
+        }
+        let token = random_token();
+        self.0.insert(CSRF_KEY, &token).await?;
+        Ok(token)
+    }
+
+    /// Whether `submitted` is this session's CSRF token (constant time).
+    pub async fn csrf_matches(&self, submitted: &str) -> Result<bool, SessionError> {
+        let expected = self.0.get::<String>(CSRF_KEY).await?;
+        Ok(expected.is_some_and(|expected| {
+            subtle::ConstantTimeEq::ct_eq(expected.as_bytes(), submitted.as_bytes()).into()
+        }))
+    }
+
+    /// Remembers the login this browser started.
+    pub async fn start_login(&self, pending: &PendingLogin) -> Result<(), SessionError> {
+        Ok(self.0.insert(PENDING_LOGIN_KEY, pending).await?)
+    }
+
+    /// The login this browser started, if any.
+    pub async fn pending_login(&self) -> Result<Option<PendingLogin>, SessionError> {
+        Ok(self.0.get(PENDING_LOGIN_KEY).await?)
+    }
+
+    /// Finishes a login: forgets the request token, gives the session a new
+    /// id (so an id seen before login is worthless after), stores the grant.
+    pub async fn finish_login(&self, grant: &AccessGrant) -> Result<(), SessionError> {
+        self.0.remove_value(PENDING_LOGIN_KEY).await?;
+        self.0.cycle_id().await?;
+        self.0.insert(ACCESS_KEY, grant).await?;
+        Ok(())
+    }
+
+    /// The access grant of a logged-in session.
+    pub async fn access(&self) -> Result<Option<AccessGrant>, SessionError> {
+        Ok(self.0.get(ACCESS_KEY).await?)
+    }
+
+    /// Ends the session: the record is deleted and the cookie cleared.
+    pub async fn log_out(&self) -> Result<(), SessionError> {
+        Ok(self.0.flush().await?)
+    }
+}
+
+/// A random 256-bit token, URL-safe.
+pub fn random_token() -> String {
+    let mut bytes = [0_u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, bytes)
+}
+
+/// The cookie key: derived from `SESSION_KEY`, or random for this process.
+pub fn cookie_key(config: &Config) -> Key {
+    match &config.session_key {
+        Some(session_key) => {
+            let digest = Sha512::new()
+                .chain_update(b"oauth-consumer-server/cookie/")
+                .chain_update(session_key.expose().as_bytes())
+                .finalize();
+            Key::from(&digest)
+        }
+        None => Key::generate(),
+    }
+}
+
+/// The session layer over `store`, with the cookie settings the login needs.
+pub fn layer<S: SessionStore + Clone>(
+    store: S,
+    config: &Config,
+) -> SessionManagerLayer<S, tower_sessions::service::PrivateCookie> {
+    let idle = time::Duration::seconds(i64::try_from(config.session_idle_secs).unwrap_or(i64::MAX));
+    SessionManagerLayer::new(store)
+        .with_name(COOKIE_NAME)
+        .with_http_only(true)
+        // Lax, not Strict: the API's redirect back to /callback is a
+        // cross-site top-level navigation that must carry the cookie.
+        .with_same_site(SameSite::Lax)
+        .with_path("/")
+        .with_secure(config.secure_cookies())
+        .with_expiry(Expiry::OnInactivity(idle))
+        .with_private(cookie_key(config))
+}
+
+/// The embedded store, with a background task deleting expired sessions.
+pub fn memory_store() -> MemoryStore {
+    let store = MemoryStore::default();
+    tokio::spawn(
+        store
+            .clone()
+            .continuously_delete_expired(EXPIRED_SWEEP_PERIOD),
+    );
+    store
+}
