@@ -72,6 +72,50 @@ pub struct Config {
     /// Seconds allowed for a whole OAuth token call (request or access token).
     #[arg(long, env = "OAUTH_CALL_TIMEOUT_SECS", default_value_t = 15)]
     pub oauth_call_timeout_secs: u64,
+
+    /// Seconds the proxy and relays wait for the API between two bytes
+    /// (not a total time-out, which would cut streams).
+    #[arg(long, env = "API_IDLE_TIMEOUT_SECS", default_value_t = 60)]
+    pub api_idle_timeout_secs: u64,
+
+    /// Largest form body (bytes) the proxy reads to sign its parameters.
+    #[arg(long, env = "PROXY_FORM_LIMIT_BYTES", default_value_t = 1024 * 1024)]
+    pub proxy_form_limit_bytes: usize,
+
+    /// Redis URL for shared sessions and proxy tokens (redis:// or rediss://).
+    /// Unset: sessions live in memory, lost on restart and not shared.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<Secret>,
+
+    /// Largest WebSocket message (bytes) a relay carries.
+    #[arg(long, env = "RELAY_MAX_MESSAGE_BYTES", default_value_t = 1024 * 1024)]
+    pub relay_max_message_bytes: usize,
+
+    /// Most relays one session or proxy token may hold open at once.
+    #[arg(long, env = "RELAY_MAX_PER_CALLER", default_value_t = 8)]
+    pub relay_max_per_caller: usize,
+
+    /// Seconds a relay may stay without any message before it is closed.
+    #[arg(long, env = "RELAY_IDLE_TIMEOUT_SECS", default_value_t = 300)]
+    pub relay_idle_timeout_secs: u64,
+
+    /// Messages queued towards a slow WebSocket client before the relay
+    /// stops reading from the API (back-pressure).
+    #[arg(long, env = "RELAY_QUEUE_MESSAGES", default_value_t = 256)]
+    pub relay_queue_messages: usize,
+
+    /// Bearer token that unlocks /metrics. Unset: no metrics endpoint.
+    #[arg(long, env = "METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<Secret>,
+
+    /// Proxies whose X-Forwarded-* headers are trusted (comma-separated IPs
+    /// or CIDRs); Clever Cloud's CC_REVERSE_PROXY_IPS is read too.
+    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<String>,
+
+    /// Seconds in-flight requests get to finish after SIGTERM or SIGINT.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 30)]
+    pub shutdown_grace_secs: u64,
 }
 
 /// How log lines are written.
@@ -208,6 +252,11 @@ impl Config {
         Duration::from_secs(self.api_connect_timeout_secs)
     }
 
+    /// Time the API may stay silent in the middle of an answer.
+    pub fn api_idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.api_idle_timeout_secs)
+    }
+
     /// Time allowed for a whole request-token or access-token call.
     pub fn oauth_call_timeout(&self) -> Duration {
         Duration::from_secs(self.oauth_call_timeout_secs)
@@ -248,7 +297,10 @@ mod tests {
     fn defaults_follow_the_port() -> anyhow::Result<()> {
         let config = parse(&["--port", "9000"])?;
         assert_eq!(config.app_url().as_str(), "http://localhost:9000/");
-        assert_eq!(config.callback_url().as_str(), "http://localhost:9000/callback");
+        assert_eq!(
+            config.callback_url().as_str(),
+            "http://localhost:9000/callback"
+        );
         assert_eq!(config.oauth_signature_method, SignatureMethod::HmacSha512);
         assert!(!config.secure_cookies());
         Ok(())
@@ -257,7 +309,10 @@ mod tests {
     #[test]
     fn app_url_gains_its_trailing_slash() -> anyhow::Result<()> {
         let config = parse(&["--app-url", "https://gw.example.com/base"])?;
-        assert_eq!(config.callback_url().as_str(), "https://gw.example.com/base/callback");
+        assert_eq!(
+            config.callback_url().as_str(),
+            "https://gw.example.com/base/callback"
+        );
         assert_eq!(config.app_origin(), "https://gw.example.com");
         assert!(config.secure_cookies());
         Ok(())
@@ -265,18 +320,30 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_variable_without_echoing_secrets() {
-        let short = parse(&["--session-key", "tooshort-secret"]).err().map(|e| e.to_string());
+        let short = parse(&["--session-key", "tooshort-secret"])
+            .err()
+            .map(|e| e.to_string());
         let short = short.unwrap_or_default();
         assert!(short.contains("SESSION_KEY"), "{short}");
         assert!(!short.contains("tooshort-secret"), "{short}");
 
-        let half = parse(&["--oauth-consumer-key", "k"]).err().map(|e| e.to_string());
+        let half = parse(&["--oauth-consumer-key", "k"])
+            .err()
+            .map(|e| e.to_string());
         assert!(half.unwrap_or_default().contains("OAUTH_CONSUMER_SECRET"));
 
-        let method = parse(&["--oauth-signature-method", "RSA-SHA1"]).err().map(|e| e.to_string());
-        assert!(method.unwrap_or_default().contains("OAUTH_SIGNATURE_METHOD"));
+        let method = parse(&["--oauth-signature-method", "RSA-SHA1"])
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            method
+                .unwrap_or_default()
+                .contains("OAUTH_SIGNATURE_METHOD")
+        );
 
-        let api = parse(&["--api-host", "https://api.example.com/v2"]).err().map(|e| e.to_string());
+        let api = parse(&["--api-host", "https://api.example.com/v2"])
+            .err()
+            .map(|e| e.to_string());
         assert!(api.unwrap_or_default().contains("API_HOST"));
     }
 }

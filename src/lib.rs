@@ -4,18 +4,21 @@
 //! server-side sessions. [`app`] builds the whole HTTP application, so the
 //! binary and the tests run the same thing.
 
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod oauth;
 pub mod secret;
 pub mod session;
 pub mod telemetry;
+pub mod tokens;
 pub mod web;
 
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use axum::Router;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::oauth::{OAuthClient, Signer};
@@ -27,10 +30,25 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// The client of the API's OAuth endpoints.
     pub oauth: OAuthClient,
+    /// The session store, which also keeps proxy tokens.
+    pub store: session::Store,
+    /// Proxy tokens, kept in the same store.
+    pub tokens: Arc<tokens::ProxyTokens>,
+    /// Cancelled when the server starts shutting down.
+    pub shutdown: CancellationToken,
 }
 
 /// Builds the application for `config`: routes, sessions, middleware.
 pub async fn app(config: Config) -> anyhow::Result<Router> {
+    app_with_shutdown(config, CancellationToken::new()).await
+}
+
+/// Like [`app`], with the token whose cancellation tells long-lived
+/// connections (WebSocket relays) that the server is going away.
+pub async fn app_with_shutdown(
+    config: Config,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Router> {
     // Two TLS back-ends end up linked (ring for reqwest, aws-lc for the
     // Redis client); rustls needs to be told which one to use.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -43,10 +61,14 @@ pub async fn app(config: Config) -> anyhow::Result<Router> {
         config.oauth_call_timeout(),
     )
     .context("building the HTTP client for the OAuth endpoints")?;
-    let session_layer = session::layer(session::memory_store(), &config);
+    let store = session::store(&config);
+    let session_layer = session::layer(store.clone(), &config);
     let state = AppState {
         config: Arc::new(config),
         oauth,
+        tokens: Arc::new(tokens::ProxyTokens::new(store.clone())),
+        store,
+        shutdown,
     };
     Ok(web::router().layer(session_layer).with_state(state))
 }

@@ -108,7 +108,8 @@ impl OAuthClient {
     /// Where to send the browser to authorize `request_token`.
     pub fn authorize_url(&self, request_token: &str) -> Url {
         let mut url = self.endpoint("authorize");
-        url.query_pairs_mut().append_pair("oauth_token", request_token);
+        url.query_pairs_mut()
+            .append_pair("oauth_token", request_token);
         url
     }
 
@@ -129,13 +130,10 @@ impl OAuthClient {
             callback: Some(callback.as_str()),
             verifier: None,
         };
-        let answer = self
-            .call(&request)
-            .await
-            .map_err(|status| match status {
-                Status::Refused(code) => OAuthError::ConsumerRejected(code),
-                Status::Other(error) => error,
-            })?;
+        let answer = self.call(&request).await.map_err(|status| match status {
+            Status::Refused(code) => OAuthError::ConsumerRejected(code),
+            Status::Other(error) => error,
+        })?;
         Ok(RequestToken {
             token: answer.oauth_token,
             secret: answer.oauth_token_secret,
@@ -161,13 +159,10 @@ impl OAuthClient {
             callback: None,
             verifier: Some(verifier),
         };
-        let answer = self
-            .call(&request)
-            .await
-            .map_err(|status| match status {
-                Status::Refused(code) => OAuthError::VerifierRejected(code),
-                Status::Other(error) => error,
-            })?;
+        let answer = self.call(&request).await.map_err(|status| match status {
+            Status::Refused(code) => OAuthError::VerifierRejected(code),
+            Status::Other(error) => error,
+        })?;
         Ok(AccessToken {
             token: answer.oauth_token,
             secret: answer.oauth_token_secret,
@@ -223,8 +218,9 @@ mod tests {
         let good = parse_token_answer(
             b"oauth_token=t&oauth_token_secret=s%26x&oauth_callback_confirmed=true",
         );
-        assert!(good.is_some_and(|answer| answer.oauth_token == "t"
-            && answer.oauth_token_secret.expose() == "s&x"));
+        assert!(good.is_some_and(
+            |answer| answer.oauth_token == "t" && answer.oauth_token_secret.expose() == "s&x"
+        ));
 
         let access = parse_token_answer(
             b"oauth_token=t&oauth_token_secret=s&expiration_date=2027-02-23T00%3A00%3A00Z",

@@ -54,9 +54,7 @@ pub async fn start(
     config: &Config,
     consumer: Consumer,
 ) -> Result<Url, DanceError> {
-    let credentials = consumer
-        .credentials(config)
-        .ok_or(DanceError::NoConsumer)?;
+    let credentials = consumer.credentials(config).ok_or(DanceError::NoConsumer)?;
     let request_token = client
         .request_token(&credentials, &config.callback_url())
         .await?;
@@ -83,10 +81,12 @@ pub async fn finish(
         .pending_login()
         .await?
         .ok_or(DanceError::NoPendingLogin)?;
-    let token_matches: bool = params
-        .oauth_token
-        .as_deref()
-        .is_some_and(|token| token.as_bytes().ct_eq(pending.request_token.as_bytes()).into());
+    let token_matches: bool = params.oauth_token.as_deref().is_some_and(|token| {
+        token
+            .as_bytes()
+            .ct_eq(pending.request_token.as_bytes())
+            .into()
+    });
     if !token_matches {
         return Err(DanceError::TokenMismatch);
     }

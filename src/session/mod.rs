@@ -2,6 +2,7 @@
 //! session holds.
 
 mod memory;
+mod store;
 
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use tower_sessions::session_store::ExpiredDeletion as _;
 use tower_sessions::{Expiry, Session, SessionManagerLayer, SessionStore};
 
 pub use memory::MemoryStore;
+pub use store::Store;
 
 use crate::config::Config;
 use crate::oauth::Credentials;
@@ -112,6 +114,12 @@ impl<S: Send + Sync> FromRequestParts<S> for AppSession {
     }
 }
 
+impl From<Session> for AppSession {
+    fn from(session: Session) -> Self {
+        Self(session)
+    }
+}
+
 impl AppSession {
     /// This session's CSRF token, created on first use.
     pub async fn csrf_token(&self) -> Result<String, SessionError> {
@@ -200,13 +208,17 @@ pub fn layer<S: SessionStore + Clone>(
         .with_private(cookie_key(config))
 }
 
-/// The embedded store, with a background task deleting expired sessions.
-pub fn memory_store() -> MemoryStore {
-    let store = MemoryStore::default();
+/// The store `config` asks for. The embedded one comes with a background
+/// task deleting expired sessions.
+pub fn store(_config: &Config) -> Store {
+    tracing::warn!(
+        "sessions are kept in memory: they are lost on restart and not shared between instances (set REDIS_URL to share them)"
+    );
+    let memory = MemoryStore::default();
     tokio::spawn(
-        store
+        memory
             .clone()
             .continuously_delete_expired(EXPIRED_SWEEP_PERIOD),
     );
-    store
+    Store::new(memory)
 }

@@ -2,6 +2,7 @@
 
 mod assets;
 mod pages;
+mod tokens;
 
 use axum::Router;
 use axum::routing::get;
@@ -13,5 +14,6 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .merge(pages::router())
         .merge(assets::router())
+        .merge(tokens::router())
         .route("/health", get(|| async { "ok" }))
 }

@@ -167,7 +167,10 @@ async fn callback(
     Query(params): Query<CallbackParams>,
 ) -> Result<Response, DanceError> {
     let grant = dance::finish(&state.oauth, &session, &state.config, params).await?;
-    tracing::info!(user_id = grant.user_id.as_deref().unwrap_or("unknown"), "logged in");
+    tracing::info!(
+        user_id = grant.user_id.as_deref().unwrap_or("unknown"),
+        "logged in"
+    );
     Ok(Redirect::to("/").into_response())
 }
 
@@ -176,7 +179,10 @@ struct LogoutForm {
     csrf: String,
 }
 
-async fn logout(session: AppSession, Form(form): Form<LogoutForm>) -> Result<Response, SessionError> {
+async fn logout(
+    session: AppSession,
+    Form(form): Form<LogoutForm>,
+) -> Result<Response, SessionError> {
     if !session.csrf_matches(&form.csrf).await? {
         return Ok(stale_form());
     }

@@ -1,0 +1,184 @@
+//! Who is calling the proxy, the relays and the token API: a browser session
+//! holding an access token, or a service with a proxy token.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use tower_sessions::Session;
+
+use crate::AppState;
+use crate::error::json_error;
+use crate::session::{AccessGrant, AppSession, SessionError};
+use crate::tokens::TokenError;
+
+/// How the caller proved who it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Credential {
+    /// The browser's session cookie.
+    Session,
+    /// `Authorization: Bearer <proxy token>`; the token's public id.
+    ProxyToken(String),
+}
+
+/// An authenticated caller and the OAuth tokens it acts with.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    /// The access token (and consumer) to sign with.
+    pub grant: AccessGrant,
+    /// What authenticated the caller.
+    pub credential: Credential,
+    /// The browser session, when that is how the caller came.
+    pub session: Option<AppSession>,
+}
+
+/// Why a caller was turned away. Answers JSON: these routes serve programs.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// Neither a logged-in session nor a bearer token.
+    #[error("not logged in: log in on this server, or send Authorization: Bearer <proxy token>")]
+    Missing,
+    /// A bearer token that is unknown, revoked or malformed.
+    #[error("the proxy token is unknown or revoked")]
+    BadToken,
+    /// A cookie-authenticated request from another site.
+    #[error(
+        "cross-site request refused: cookie-authenticated calls must come from this server's own pages"
+    )]
+    CrossOrigin,
+    /// The session or token store failed.
+    #[error("the session store is unavailable; try again shortly")]
+    Unavailable,
+}
+
+impl From<SessionError> for AuthError {
+    fn from(error: SessionError) -> Self {
+        tracing::error!(%error, "session store failed during authentication");
+        Self::Unavailable
+    }
+}
+
+impl From<TokenError> for AuthError {
+    fn from(error: TokenError) -> Self {
+        tracing::error!(%error, "token store failed during authentication");
+        Self::Unavailable
+    }
+}
+
+impl IntoResponse for AuthError {
+    fn into_response(self) -> Response {
+        let status = match self {
+            Self::Missing | Self::BadToken => StatusCode::UNAUTHORIZED,
+            Self::CrossOrigin => StatusCode::FORBIDDEN,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        json_error(status, self.to_string())
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = AuthError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AuthError> {
+        if let Some(authorization) = parts.headers.get(header::AUTHORIZATION) {
+            // A request that brings a credential is judged on it alone.
+            let token = authorization
+                .to_str()
+                .ok()
+                .and_then(bearer_token)
+                .ok_or(AuthError::BadToken)?;
+            let (info, grant) = state
+                .tokens
+                .authenticate(token)
+                .await?
+                .ok_or(AuthError::BadToken)?;
+            return Ok(Self {
+                grant,
+                credential: Credential::ProxyToken(info.id),
+                session: None,
+            });
+        }
+
+        let session = Session::from_request_parts(parts, state)
+            .await
+            .map(AppSession::from)
+            .map_err(|_| AuthError::Missing)?;
+        let grant = session.access().await?.ok_or(AuthError::Missing)?;
+        if !is_safe(&parts.method) && !same_origin(&parts.headers, &state.config.app_origin()) {
+            return Err(AuthError::CrossOrigin);
+        }
+        Ok(Self {
+            grant,
+            credential: Credential::Session,
+            session: Some(session),
+        })
+    }
+}
+
+/// The token of `Bearer <token>` (scheme case-insensitive).
+pub fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// Methods that change nothing, and so need no same-origin proof.
+pub fn is_safe(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// Whether a browser request comes from our own pages: its `Origin` is ours,
+/// or the browser says `Sec-Fetch-Site: same-origin` (Chromium sends
+/// `Origin: null` on same-origin POSTs under some referrer policies).
+pub fn same_origin(headers: &HeaderMap, app_origin: &str) -> bool {
+    let origin_matches = headers
+        .get(header::ORIGIN)
+        .and_then(|origin| origin.to_str().ok())
+        .is_some_and(|origin| origin.eq_ignore_ascii_case(app_origin));
+    let fetch_same_origin = headers
+        .get("sec-fetch-site")
+        .is_some_and(|site| site.as_bytes() == b"same-origin");
+    origin_matches || fetch_same_origin
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    #[test]
+    fn bearer_tokens_are_read_strictly() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("bearer  abc "), Some("abc"));
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearer "), None);
+        assert_eq!(bearer_token("Bearer"), None);
+    }
+
+    #[test]
+    fn same_origin_needs_our_origin_or_the_fetch_metadata() {
+        let ours = "https://gw.example.com";
+        let mut headers = HeaderMap::new();
+        assert!(!same_origin(&headers, ours), "no proof at all");
+
+        headers.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://evil.example"),
+        );
+        assert!(!same_origin(&headers, ours));
+
+        headers.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://gw.example.com"),
+        );
+        assert!(same_origin(&headers, ours));
+
+        let mut fetch = HeaderMap::new();
+        fetch.insert(header::ORIGIN, HeaderValue::from_static("null"));
+        fetch.insert("sec-fetch-site", HeaderValue::from_static("same-origin"));
+        assert!(same_origin(&fetch, ours));
+        fetch.insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
+        assert!(!same_origin(&fetch, ours));
+    }
+}
