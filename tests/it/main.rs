@@ -1,0 +1,2 @@
+mod fake_api_vectors;
+mod support;

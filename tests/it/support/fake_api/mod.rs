@@ -1,0 +1,3 @@
+//! A fake Clever Cloud API for the integration tests.
+
+pub mod verify;
