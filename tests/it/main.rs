@@ -1,0 +1,3 @@
+mod fake_api_dance;
+mod fake_api_vectors;
+mod support;

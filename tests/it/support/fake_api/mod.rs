@@ -1,0 +1,275 @@
+//! A fake Clever Cloud API for the integration tests: the OAuth 1.0a dance
+//! endpoints and a few API calls, all checking signatures with the fake's own
+//! code ([`verify`]). It runs on `127.0.0.1:0` in a spawned task and records
+//! everything it receives.
+
+mod api;
+mod dance;
+mod state;
+pub mod verify;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State as AxumState};
+use axum::http::HeaderMap;
+use axum::http::request::Parts;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use futures_util::TryStreamExt as _;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+pub use state::{IssuedToken, PendingRequestToken, RecordedRequest};
+use state::{Refusal, State};
+use verify::{RequestParts, SignedRequest};
+
+/// The fake user's id, as `/v2/self` and the OAuth callback give it.
+pub const FAKE_USER_ID: &str = "user_00000000-0000-4000-8000-00000000ada1";
+/// The fake user's name.
+pub const FAKE_USER_NAME: &str = "Ada Lovelace";
+/// The fake user's email.
+pub const FAKE_USER_EMAIL: &str = "ada@example.com";
+
+const REQUEST_TOKEN_PATH: &str = "/v2/oauth/request_token";
+const AUTHORIZE_PATH: &str = "/v2/oauth/authorize";
+const ACCESS_TOKEN_PATH: &str = "/v2/oauth/access_token";
+const OAUTH_PREFIX: &str = "/v2/oauth/";
+
+/// How the fake misbehaves, switched at any time with [`FakeApi::set_mode`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// Behave like the real API.
+    #[default]
+    Normal,
+    /// The token endpoints answer 401 with a text body.
+    RejectConsumer,
+    /// Every endpoint accepts the request and never answers.
+    Hang,
+    /// The token endpoints answer 200 with an HTML body instead of tokens.
+    Garbage,
+    /// Every endpoint answers 500.
+    ServerError,
+}
+
+type SharedState = Arc<Mutex<State>>;
+
+/// Locks the state; a panic in another handler must not hide this one's.
+fn lock(state: &SharedState) -> MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Seconds since the Unix epoch.
+fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// A running fake API. The server stops when this is dropped.
+#[derive(Debug)]
+pub struct FakeApi {
+    addr: SocketAddr,
+    state: SharedState,
+    server: JoinHandle<()>,
+}
+
+impl FakeApi {
+    /// The consumer key registered from the start.
+    pub const CONSUMER_KEY: &'static str = "fake-consumer-key";
+    /// Its secret, with characters that must be percent-encoded in the
+    /// signing key (`&`, `/`, `+`, `!`, `*`, space).
+    pub const CONSUMER_SECRET: &'static str = "fake-consumer-secret&with/special+chars! *";
+
+    /// Binds `127.0.0.1:0` and serves the fake in a spawned task.
+    pub async fn start() -> Self {
+        let state = SharedState::default();
+        lock(&state).register_consumer(Self::CONSUMER_KEY, Self::CONSUMER_SECRET);
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("fake API: bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("fake API: local address");
+        let app = router(state.clone());
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.expect("fake API: serve");
+        });
+        Self {
+            addr,
+            state,
+            server,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`, without a trailing slash.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The address the fake listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Changes how the fake answers from the next request on.
+    pub fn set_mode(&self, mode: Mode) {
+        lock(&self.state).mode = mode;
+    }
+
+    /// Registers (or replaces) a consumer, e.g. a visitor's own.
+    pub fn register_consumer(&self, key: &str, secret: &str) {
+        lock(&self.state).register_consumer(key, secret);
+    }
+
+    /// Issues an access token to `consumer_key` without the dance, for tests
+    /// that only need a logged-in caller.
+    pub fn issue_access_token(&self, consumer_key: &str) -> IssuedToken {
+        lock(&self.state).issue_access_token(consumer_key)
+    }
+
+    /// Every request received so far, refused ones included, oldest first.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        lock(&self.state).requests.clone()
+    }
+
+    /// How many requests went to the API, i.e. outside `/v2/oauth/`.
+    pub fn api_request_count(&self) -> usize {
+        lock(&self.state)
+            .requests
+            .iter()
+            .filter(|request| !request.path.starts_with(OAUTH_PREFIX))
+            .count()
+    }
+
+    /// Access tokens issued so far.
+    pub fn issued_access_tokens(&self) -> Vec<IssuedToken> {
+        lock(&self.state).access_tokens().to_vec()
+    }
+
+    /// Request tokens issued and not yet exchanged.
+    pub fn pending_request_tokens(&self) -> Vec<PendingRequestToken> {
+        lock(&self.state).request_tokens().to_vec()
+    }
+
+    /// The byte at `index` of any `/download` answer.
+    pub fn download_byte(index: u64) -> u8 {
+        // 251 is prime, so the pattern does not line up with chunk sizes.
+        u8::try_from(index % 251).unwrap_or_default()
+    }
+}
+
+impl Drop for FakeApi {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+fn router(state: SharedState) -> Router {
+    Router::new()
+        .merge(dance::router())
+        .merge(api::router(state.clone()))
+        .layer(middleware::from_fn_with_state(state.clone(), apply_mode))
+        .layer(middleware::from_fn_with_state(state.clone(), record))
+        .with_state(state)
+}
+
+/// Records the request, then counts its body bytes as the handler reads them.
+async fn record(
+    AxumState(state): AxumState<SharedState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let index = lock(&state).record(RecordedRequest {
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_owned(),
+        raw_query: parts.uri.query().map(str::to_owned),
+        headers: header_pairs(&parts.headers),
+        body_len: 0,
+    });
+    let counted = body
+        .into_data_stream()
+        .inspect_ok(move |chunk| lock(&state).add_body_bytes(index, chunk.len()));
+    next.run(Request::from_parts(parts, Body::from_stream(counted)))
+        .await
+}
+
+/// Headers as `(name, value)` pairs, values lossily UTF-8.
+fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(name, value)| {
+            let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+            (name.to_string(), value)
+        })
+        .collect()
+}
+
+/// Misbehaves according to the current [`Mode`].
+async fn apply_mode(
+    AxumState(state): AxumState<SharedState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let mode = lock(&state).mode;
+    let path = request.uri().path();
+    let token_endpoint = path == REQUEST_TOKEN_PATH || path == ACCESS_TOKEN_PATH;
+    match mode {
+        Mode::Hang => std::future::pending().await,
+        Mode::ServerError => (
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "fake API: internal error",
+        )
+            .into_response(),
+        Mode::RejectConsumer if token_endpoint => {
+            Refusal::unauthorized("consumer rejected").into_text_response()
+        }
+        Mode::Garbage if token_endpoint => axum::response::Html("<html>oops").into_response(),
+        _ => next.run(request).await,
+    }
+}
+
+/// Gathers the OAuth parameters of a request the fake received. The base
+/// string URI is `http://` + `Host` + path, as the client addressed us.
+fn signed_request(parts: &Parts, form_body: Option<&[u8]>) -> Result<SignedRequest, Refusal> {
+    let header = |name: axum::http::HeaderName| {
+        parts
+            .headers
+            .get(&name)
+            .map(|value| {
+                value
+                    .to_str()
+                    .map_err(|_| Refusal::unauthorized(format!("{name} is not ASCII")))
+            })
+            .transpose()
+    };
+    let authority = header(axum::http::header::HOST)?
+        .ok_or_else(|| Refusal::bad_request("missing Host header"))?;
+    let form_body = form_body
+        .map(std::str::from_utf8)
+        .transpose()
+        .map_err(|_| Refusal::bad_request("form body is not UTF-8"))?;
+    let request = RequestParts {
+        method: parts.method.as_str(),
+        scheme: "http",
+        authority,
+        path: parts.uri.path(),
+        query: parts.uri.query().unwrap_or_default(),
+        form_body,
+        authorization: header(axum::http::header::AUTHORIZATION)?,
+    };
+    Ok(SignedRequest::parse(&request)?)
+}
+
+/// Whether the body is `application/x-www-form-urlencoded`, whose
+/// parameters are signed.
+fn is_form(parts: &Parts) -> bool {
+    parts
+        .headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|mime| {
+            mime.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
+}
