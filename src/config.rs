@@ -20,7 +20,12 @@ pub const MIN_SESSION_KEY_LEN: usize = 32;
 /// Every setting of the server. Each flag also reads the environment
 /// variable named in `--help`.
 #[derive(Clone, Debug, Parser)]
-#[command(name = "oauth-consumer-server", version, about)]
+#[command(
+    name = "oauth-consumer-server",
+    version,
+    about,
+    args_override_self = true
+)]
 pub struct Config {
     /// Port to listen on (Clever Cloud sets it).
     #[arg(long, env = "PORT", default_value_t = 8080)]

@@ -3,9 +3,11 @@
 //! The signature base string is built here rather than by `oauth1-request`'s
 //! `ParameterList`, which sorts parameters by their raw names and values where
 //! the RFC sorts their *encoded* forms (they differ for names like `c@`). The
-//! hashing itself goes through `oauth1-request`'s [`Sign`] trait: its own
-//! HMAC-SHA1 and PLAINTEXT, and [`HmacSha512`] implemented here on `hmac` and
-//! `sha2`.
+//! hashing goes through `oauth1-request`'s [`Sign`] trait: its own HMAC-SHA1,
+//! and [`HmacSha512`] implemented here on `hmac` and `sha2`. PLAINTEXT is
+//! the signing key itself (§3.4.4), written here too: the crate's
+//! `Plaintext` does not percent-encode the two secrets before joining them,
+//! which breaks any secret holding a reserved character.
 
 use std::fmt::{self, Display, Write as _};
 use std::str::FromStr;
@@ -13,9 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
-use oauth1_request::signature_method::{
-    HmacSha1, Plaintext, Sign, SignatureMethod as CrateSignatureMethod,
-};
+use oauth1_request::signature_method::{HmacSha1, Sign, SignatureMethod as CrateSignatureMethod};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use rand::Rng as _;
 use rand::distributions::Alphanumeric;
@@ -234,10 +234,9 @@ impl Signer {
             SignatureMethod::HmacSha1 => {
                 base.sign_with(HmacSha1::new(), consumer_secret, token_secret)
             }
-            SignatureMethod::Plaintext => (
-                base.sign_only(Plaintext::new(), consumer_secret, token_secret),
-                String::new(),
-            ),
+            SignatureMethod::Plaintext => {
+                (signing_key(consumer_secret, token_secret), String::new())
+            }
         };
         oauth_params.push(("oauth_signature", signature));
         Signed {
@@ -370,6 +369,15 @@ impl Sign for BaseStringRecorder {
     }
 }
 
+/// The signing key of RFC 5849 §3.4.2: both secrets encoded, then joined.
+fn signing_key(consumer_secret: &str, token_secret: Option<&str>) -> String {
+    format!(
+        "{}&{}",
+        percent_encode(consumer_secret),
+        percent_encode(token_secret.unwrap_or_default())
+    )
+}
+
 /// The HMAC-SHA512 signature method, which `oauth1-request` lacks.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct HmacSha512;
@@ -385,12 +393,7 @@ impl CrateSignatureMethod for HmacSha512 {
     type Sign = HmacSha512Sign;
 
     fn sign_with(self, client_secret: &str, token_secret: Option<&str>) -> HmacSha512Sign {
-        let key = format!(
-            "{}&{}",
-            percent_encode(client_secret),
-            percent_encode(token_secret.unwrap_or_default())
-        );
-        // HMAC takes keys of any length, so this cannot fail.
+        let key = signing_key(client_secret, token_secret);
         let mac = Hmac::<Sha512>::new_from_slice(key.as_bytes())
             .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
         HmacSha512Sign(mac)
@@ -537,6 +540,45 @@ mod tests {
                 case.name
             );
         }
+    }
+
+    /// Secrets with reserved characters must be encoded into the signing key
+    /// the same way by every method (the shared vectors' secrets have none).
+    #[test]
+    fn secrets_with_reserved_characters_sign_alike_in_every_method() {
+        let url = Url::parse("https://api.example.com/v2/oauth/request_token").expect("static URL");
+        let consumer = Credentials::new("key", "s&e/c+r! *t");
+        let request = Request {
+            method: "POST",
+            url: &url,
+            form_body: None,
+            consumer: &consumer,
+            token: None,
+            callback: Some("http://localhost/callback"),
+            verifier: None,
+        };
+        let freshness = Freshness {
+            nonce: "n".into(),
+            timestamp: 1,
+        };
+        let signing_key = "s%26e%2Fc%2Br%21%20%2At&";
+
+        let sha1 = Signer::new(SignatureMethod::HmacSha1).sign(&request, &freshness);
+        let mut mac = Hmac::<sha1::Sha1>::new_from_slice(signing_key.as_bytes()).expect("any key");
+        mac.update(sha1.base_string.as_bytes());
+        let expected =
+            base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+        assert_eq!(sha1.signature(), expected);
+
+        let sha512 = Signer::new(SignatureMethod::HmacSha512).sign(&request, &freshness);
+        let mut mac = Hmac::<Sha512>::new_from_slice(signing_key.as_bytes()).expect("any key");
+        mac.update(sha512.base_string.as_bytes());
+        let expected =
+            base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+        assert_eq!(sha512.signature(), expected);
+
+        let plaintext = Signer::new(SignatureMethod::Plaintext).sign(&request, &freshness);
+        assert_eq!(plaintext.signature(), signing_key);
     }
 
     #[test]

@@ -2,4 +2,9 @@
 
 // Not every test uses every helper.
 #[allow(dead_code)]
+pub mod app;
+#[allow(dead_code)]
 pub mod fake_api;
+
+pub use app::{ConsumerMode, Options, TestApp, browser, element_text, location};
+pub use fake_api::{FakeApi, Mode};

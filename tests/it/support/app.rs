@@ -1,0 +1,293 @@
+//! The real application on 127.0.0.1:0, in front of a fake API, and a
+//! cookie-keeping client that acts like a person's browser.
+
+use std::net::SocketAddr;
+
+use oauth_consumer_server::config::Config;
+use reqwest::header::LOCATION;
+use reqwest::{Client, Response, StatusCode};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::fake_api::FakeApi;
+
+/// Which consumer the server is set up with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConsumerMode {
+    /// `OAUTH_CONSUMER_KEY`/`SECRET` configured by the operator.
+    Operator,
+    /// None configured: visitors type the fake's registered consumer.
+    Visitor,
+}
+
+/// How to start a [`TestApp`].
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Which consumer mode.
+    pub consumer: ConsumerMode,
+    /// `OAUTH_SIGNATURE_METHOD`.
+    pub signature_method: &'static str,
+    /// Further `--flag value` arguments.
+    pub extra_args: Vec<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            consumer: ConsumerMode::Operator,
+            signature_method: "HMAC-SHA512",
+            extra_args: Vec::new(),
+        }
+    }
+}
+
+/// A running server and its fake API.
+pub struct TestApp {
+    /// Where the server listens.
+    pub addr: SocketAddr,
+    /// `http://127.0.0.1:PORT` (no trailing slash).
+    pub url: String,
+    /// The fake Clever Cloud API the server talks to.
+    pub api: FakeApi,
+    /// How the server was started.
+    pub options: Options,
+    shutdown: CancellationToken,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A browser-like client: keeps cookies, follows no redirect (tests look at
+/// each hop), loopback only.
+pub fn browser() -> Client {
+    Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .expect("test client builds")
+}
+
+impl TestApp {
+    /// Operator consumer, HMAC-SHA512.
+    pub async fn spawn() -> Self {
+        Self::spawn_with(Options::default()).await
+    }
+
+    /// A server set up with `options`, in front of a new fake API.
+    pub async fn spawn_with(options: Options) -> Self {
+        let api = FakeApi::start().await;
+        let api_url = api.url();
+        Self::spawn_against(api, &api_url, options).await
+    }
+
+    /// A server in front of `api`, reaching it at `api_url` (which may be a
+    /// closed port, to play an unreachable API).
+    pub async fn spawn_against(api: FakeApi, api_url: &str, options: Options) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a loopback port");
+        let addr = listener.local_addr().expect("bound address");
+        let url = format!("http://{addr}");
+        let mut args = vec![
+            "oauth-consumer-server".to_owned(),
+            "--port".to_owned(),
+            addr.port().to_string(),
+            "--app-url".to_owned(),
+            format!("{url}/"),
+            "--api-host".to_owned(),
+            api_url.to_owned(),
+            "--oauth-signature-method".to_owned(),
+            options.signature_method.to_owned(),
+        ];
+        if options.consumer == ConsumerMode::Operator {
+            args.extend([
+                "--oauth-consumer-key".to_owned(),
+                FakeApi::CONSUMER_KEY.to_owned(),
+                "--oauth-consumer-secret".to_owned(),
+                FakeApi::CONSUMER_SECRET.to_owned(),
+            ]);
+        }
+        args.extend(options.extra_args.iter().cloned());
+        let config = Config::from_args(args).expect("test configuration is valid");
+        let shutdown = CancellationToken::new();
+        let router = oauth_consumer_server::app_with_shutdown(config, shutdown.clone())
+            .await
+            .expect("the app builds");
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
+        });
+        Self {
+            addr,
+            url,
+            api,
+            options,
+            shutdown,
+        }
+    }
+
+    /// `self.url` + `path`.
+    pub fn at(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    /// The CSRF token of `client`'s session, read from the login page.
+    pub async fn csrf(&self, client: &Client) -> String {
+        let page = client
+            .get(self.at("/login"))
+            .send()
+            .await
+            .expect("GET /login")
+            .text()
+            .await
+            .expect("login page body");
+        hidden_field(&page, "csrf").expect("the login page has a CSRF field")
+    }
+
+    /// `POST /login` as the login form sends it, with the fake's consumer
+    /// typed in when the server has none of its own.
+    pub async fn start_login(&self, client: &Client) -> Response {
+        self.start_login_with(client, FakeApi::CONSUMER_KEY, FakeApi::CONSUMER_SECRET)
+            .await
+    }
+
+    /// `POST /login` with the given consumer typed in (ignored by a server
+    /// with an operator consumer).
+    pub async fn start_login_with(&self, client: &Client, key: &str, secret: &str) -> Response {
+        let csrf = self.csrf(client).await;
+        let mut form = vec![("csrf", csrf.as_str())];
+        if self.options.consumer == ConsumerMode::Visitor {
+            form.extend([("consumer_key", key), ("consumer_secret", secret)]);
+        }
+        client
+            .post(self.at("/login"))
+            .form(&form)
+            .send()
+            .await
+            .expect("POST /login")
+    }
+
+    /// Plays the person on the API's authorize page: opens `authorize_url`,
+    /// clicks "Approve", and returns the callback URL the API redirects to.
+    pub async fn approve(&self, client: &Client, authorize_url: &str) -> String {
+        let page = client
+            .get(authorize_url)
+            .send()
+            .await
+            .expect("GET authorize page")
+            .text()
+            .await
+            .expect("authorize page body");
+        let token = hidden_field(&page, "oauth_token").expect("authorize page names its token");
+        let approved = client
+            .post(format!("{}/v2/oauth/authorize", self.api.url()))
+            .form(&[("oauth_token", token)])
+            .send()
+            .await
+            .expect("POST approve");
+        assert_eq!(approved.status(), StatusCode::SEE_OTHER);
+        location(&approved)
+    }
+
+    /// The whole dance with `client`: login, approve, callback. Panics
+    /// unless it ends logged in.
+    pub async fn log_in(&self, client: &Client) {
+        let started = self.start_login(client).await;
+        let status = started.status();
+        if status != StatusCode::SEE_OTHER {
+            let page = started.text().await.unwrap_or_default();
+            panic!("POST /login answered {status}: {page}");
+        }
+        let callback = self.approve(client, &location(&started)).await;
+        let finished = client.get(callback).send().await.expect("GET /callback");
+        assert_eq!(
+            finished.status(),
+            StatusCode::SEE_OTHER,
+            "callback redirects"
+        );
+        assert_eq!(location(&finished), "/");
+    }
+
+    /// A new browser, logged in.
+    pub async fn logged_in_browser(&self) -> Client {
+        let client = browser();
+        self.log_in(&client).await;
+        client
+    }
+}
+
+/// The `Location` header of a redirect.
+pub fn location(response: &Response) -> String {
+    response
+        .headers()
+        .get(LOCATION)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("{} has no Location", response.url()))
+}
+
+/// The value of `<input … name="NAME" value="…">` in `html`.
+pub fn hidden_field(html: &str, name: &str) -> Option<String> {
+    let marker = format!("name=\"{name}\"");
+    let tag_start = html.find(&marker)?;
+    let tag = &html[html[..tag_start].rfind('<')?..];
+    let tag = &tag[..tag.find('>')?];
+    let value_start = tag.find("value=\"")? + "value=\"".len();
+    let value = &tag[value_start..];
+    Some(value[..value.find('"')?].to_owned())
+}
+
+/// The text of the element with `id` (first `>` … `<` after it), unescaped.
+pub fn element_text(html: &str, id: &str) -> Option<String> {
+    let marker = format!("id=\"{id}\"");
+    let start = html.find(&marker)?;
+    let after = &html[start..];
+    let text = &after[after.find('>')? + 1..];
+    let text = &text[..text.find('<')?];
+    Some(unescape_html(text))
+}
+
+/// Undoes HTML escaping: named entities askama uses, and numeric ones.
+pub fn unescape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(amp) = rest.find('&') {
+        out.push_str(&rest[..amp]);
+        let after = &rest[amp + 1..];
+        let Some(semi) = after.find(';') else {
+            out.push_str(&rest[amp..]);
+            return out;
+        };
+        let entity = &after[..semi];
+        let decoded = match entity {
+            "amp" => Some('&'),
+            "lt" => Some('<'),
+            "gt" => Some('>'),
+            "quot" => Some('"'),
+            "apos" => Some('\''),
+            _ => entity
+                .strip_prefix("#x")
+                .and_then(|hex| u32::from_str_radix(hex, 16).ok())
+                .or_else(|| entity.strip_prefix('#').and_then(|dec| dec.parse().ok()))
+                .and_then(char::from_u32),
+        };
+        match decoded {
+            Some(character) => {
+                out.push(character);
+                rest = &after[semi + 1..];
+            }
+            None => {
+                out.push('&');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
