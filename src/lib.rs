@@ -70,5 +70,6 @@ pub async fn app_with_shutdown(
         store,
         shutdown,
     };
-    Ok(web::router().layer(session_layer).with_state(state))
+    let router = Router::new().merge(web::router());
+    Ok(router.layer(session_layer).with_state(state))
 }

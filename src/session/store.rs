@@ -18,6 +18,12 @@ impl Store {
     pub fn new(backend: impl SessionStore) -> Self {
         Self(Arc::new(backend))
     }
+
+    /// Whether the backend answers right now (for `/ready`). The embedded
+    /// store always does.
+    pub async fn is_available(&self) -> bool {
+        true
+    }
 }
 
 impl fmt::Debug for Store {
