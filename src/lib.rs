@@ -49,8 +49,8 @@ pub async fn app_with_shutdown(
     config: Config,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Router> {
-    // Two TLS back-ends end up linked (ring for reqwest, aws-lc for the
-    // Redis client); rustls needs to be told which one to use.
+    // rustls needs one process-wide crypto provider, chosen explicitly in
+    // case a dependency links a second one.
     let _ = rustls::crypto::ring::default_provider().install_default();
 
     let signer = Signer::new(config.oauth_signature_method);
@@ -61,7 +61,9 @@ pub async fn app_with_shutdown(
         config.oauth_call_timeout(),
     )
     .context("building the HTTP client for the OAuth endpoints")?;
-    let store = session::store(&config);
+    let store = session::store(&config)
+        .await
+        .context("setting up the session store")?;
     let session_layer = session::layer(store.clone(), &config);
     let state = AppState {
         config: Arc::new(config),
@@ -71,5 +73,8 @@ pub async fn app_with_shutdown(
         shutdown,
     };
     let router = Router::new().merge(web::router());
-    Ok(router.layer(session_layer).with_state(state))
+    Ok(router
+        .layer(session_layer)
+        .layer(axum::middleware::from_fn(session::answer_store_failures))
+        .with_state(state))
 }

@@ -1,13 +1,18 @@
 //! Server-side sessions: the store, the cookie, and typed access to what a
 //! session holds.
 
+mod encrypted;
 mod memory;
+mod redis;
 mod store;
 
 use std::time::Duration;
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRequestParts, Request};
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse as _, Response};
 use rand::RngCore as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha512};
@@ -15,10 +20,14 @@ use tower_sessions::cookie::{Key, SameSite};
 use tower_sessions::session_store::ExpiredDeletion as _;
 use tower_sessions::{Expiry, Session, SessionManagerLayer, SessionStore};
 
+pub use encrypted::{Sealed, SealingKey};
 pub use memory::MemoryStore;
-pub use store::Store;
+pub use redis::{KEY_PREFIX as REDIS_KEY_PREFIX, RedisSetupError, RedisStore, is_redis_url};
+pub use store::{Backend, Store};
 
+use crate::auth::AuthError;
 use crate::config::Config;
+use crate::error::store_unavailable_page;
 use crate::oauth::Credentials;
 use crate::secret::Secret;
 
@@ -208,9 +217,18 @@ pub fn layer<S: SessionStore + Clone>(
         .with_private(cookie_key(config))
 }
 
-/// The store `config` asks for. The embedded one comes with a background
-/// task deleting expired sessions.
-pub fn store(_config: &Config) -> Store {
+/// The store `config` asks for: Redis when `REDIS_URL` is set, else memory
+/// with a background task deleting expired sessions. Records are sealed
+/// with a key derived from `SESSION_KEY`, or a random one for this process.
+pub async fn store(config: &Config) -> Result<Store, RedisSetupError> {
+    let key = match &config.session_key {
+        Some(session_key) => SealingKey::derive(session_key),
+        None => SealingKey::random(),
+    };
+    if let Some(url) = &config.redis_url {
+        let redis = RedisStore::connect(url, config.redis_ca_file.as_deref()).await?;
+        return Ok(Store::new(redis, &key));
+    }
     tracing::warn!(
         "sessions are kept in memory: they are lost on restart and not shared between instances (set REDIS_URL to share them)"
     );
@@ -220,5 +238,30 @@ pub fn store(_config: &Config) -> Store {
             .clone()
             .continuously_delete_expired(EXPIRED_SWEEP_PERIOD),
     );
-    Store::new(memory)
+    Ok(Store::new(memory, &key))
+}
+
+/// Middleware around the session layer: when the store fails as the layer
+/// saves a session (after the handler ran), the layer answers a bare 500;
+/// this answers the same 503 as any other store failure instead, a page for
+/// browsers and JSON for programs.
+pub async fn answer_store_failures(request: Request, next: Next) -> Response {
+    let wants_page = accepts_html(request.headers());
+    let (response, store_failed) = store::watch_failures(next.run(request)).await;
+    if store_failed && response.status() == StatusCode::INTERNAL_SERVER_ERROR {
+        return if wants_page {
+            store_unavailable_page()
+        } else {
+            AuthError::Unavailable.into_response()
+        };
+    }
+    response
+}
+
+/// Whether the client reads HTML (a browser navigating) rather than JSON.
+fn accepts_html(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|accept| accept.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"))
 }
