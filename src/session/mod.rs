@@ -265,3 +265,99 @@ fn accepts_html(headers: &HeaderMap) -> bool {
         .and_then(|accept| accept.to_str().ok())
         .is_some_and(|accept| accept.contains("text/html"))
 }
+
+#[cfg(test)]
+mod tests {
+    use async_trait::async_trait;
+    use axum::Router;
+    use axum::routing::get;
+    use tower_sessions::session::{Id, Record};
+    use tower_sessions::session_store;
+
+    use super::*;
+
+    /// A backend that reads nothing and cannot write: the store going away
+    /// between a handler's reads and the session layer's save.
+    #[derive(Debug)]
+    struct WriteFails;
+
+    #[async_trait]
+    impl SessionStore for WriteFails {
+        async fn create(&self, _: &mut Record) -> session_store::Result<()> {
+            Err(session_store::Error::Backend("down".to_owned()))
+        }
+        async fn save(&self, _: &Record) -> session_store::Result<()> {
+            Err(session_store::Error::Backend("down".to_owned()))
+        }
+        async fn load(&self, _: &Id) -> session_store::Result<Option<Record>> {
+            Ok(None)
+        }
+        async fn delete(&self, _: &Id) -> session_store::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[async_trait]
+    impl Backend for WriteFails {
+        async fn is_available(&self) -> bool {
+            false
+        }
+    }
+
+    async fn serve(with_middleware: bool) -> String {
+        let config = Config::from_args(["test"]).unwrap_or_else(|e| panic!("{e}"));
+        let store = Store::new(WriteFails, &SealingKey::random());
+        let mut router = Router::new()
+            .route(
+                "/",
+                get(|session: Session| async move {
+                    let _ = session.insert("k", "v").await;
+                    "saved?"
+                }),
+            )
+            .layer(layer(store, &config));
+        if with_middleware {
+            router = router.layer(axum::middleware::from_fn(answer_store_failures));
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        format!("http://{addr}/")
+    }
+
+    async fn get_with_accept(url: &str, accept: &str) -> (reqwest::StatusCode, String) {
+        let response = reqwest::Client::new()
+            .get(url)
+            .header("accept", accept)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let status = response.status();
+        (status, response.text().await.unwrap_or_default())
+    }
+
+    #[tokio::test]
+    async fn a_failed_save_answers_503_rather_than_a_bare_500() {
+        let bare = serve(false).await;
+        let (status, body) = get_with_accept(&bare, "*/*").await;
+        assert_eq!(status, 500, "what the session layer does on its own");
+        assert!(body.is_empty());
+
+        let url = serve(true).await;
+        let (status, body) = get_with_accept(&url, "text/html,*/*;q=0.8").await;
+        assert_eq!(status, 503);
+        assert!(body.contains("Sessions are unavailable"), "{body}");
+
+        let (status, body) = get_with_accept(&url, "application/json").await;
+        assert_eq!(status, 503);
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        assert!(
+            json["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("session store")),
+            "{body}"
+        );
+    }
+}
