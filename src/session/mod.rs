@@ -38,6 +38,11 @@ pub const COOKIE_NAME: &str = "ocs_session";
 const PENDING_LOGIN_KEY: &str = "oauth.pending_login";
 const ACCESS_KEY: &str = "oauth.access";
 const CSRF_KEY: &str = "web.csrf";
+const TOUCHED_KEY: &str = "web.touched_at";
+
+/// Longest an active session goes without being saved again (which pushes
+/// its expiry back).
+const KEEP_ALIVE_PERIOD: time::Duration = time::Duration::minutes(1);
 
 /// How often expired sessions are swept out of the embedded store.
 const EXPIRED_SWEEP_PERIOD: Duration = Duration::from_secs(60);
@@ -167,9 +172,33 @@ impl AppSession {
         Ok(())
     }
 
-    /// The access grant of a logged-in session.
+    /// The access grant of a logged-in session; using it keeps the session
+    /// alive.
     pub async fn access(&self) -> Result<Option<AccessGrant>, SessionError> {
-        Ok(self.0.get(ACCESS_KEY).await?)
+        let grant = self.0.get(ACCESS_KEY).await?;
+        if grant.is_some() {
+            self.keep_alive().await?;
+        }
+        Ok(grant)
+    }
+
+    /// The session layer saves a session, and so moves its inactivity
+    /// expiry (the Redis TTL), only when the session changed: reading is not
+    /// activity to it. An active session is changed once per period (a
+    /// minute, or half the idle time when shorter), so it lasts while it is
+    /// used, for one store write a minute.
+    async fn keep_alive(&self) -> Result<(), SessionError> {
+        let Some(Expiry::OnInactivity(idle)) = self.0.expiry() else {
+            return Ok(());
+        };
+        let half: time::Duration = idle / 2;
+        let period = half.min(KEEP_ALIVE_PERIOD).whole_seconds();
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let touched: Option<i64> = self.0.get(TOUCHED_KEY).await?;
+        if touched.is_none_or(|at| now - at >= period) {
+            self.0.insert(TOUCHED_KEY, now).await?;
+        }
+        Ok(())
     }
 
     /// Ends the session: the record is deleted and the cookie cleared.

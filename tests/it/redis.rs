@@ -204,6 +204,27 @@ async fn expired_sessions_leave_no_key_in_redis() {
 }
 
 #[tokio::test]
+async fn a_session_in_use_outlives_its_idle_time() {
+    let redis = RedisServer::start();
+    let mut options = redis_options(&redis);
+    options
+        .extra_args
+        .extend(["--session-idle-secs".to_owned(), "4".to_owned()]);
+    let app = TestApp::spawn_with(options).await;
+    let client = app.logged_in_browser().await;
+
+    // Used every 2.5 s (more than half the idle time), for longer than the
+    // idle time: each use pushes the expiry back.
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        assert!(is_logged_in(&app, &client).await);
+        let records = redis.records().await;
+        assert_eq!(records.len(), 1, "{records:?}");
+        assert!(records[0].2 >= 3, "the TTL went back up: {records:?}");
+    }
+}
+
+#[tokio::test]
 async fn every_key_has_a_ttl_and_revoking_a_token_deletes_its_keys() {
     let redis = RedisServer::start();
     let app = TestApp::spawn_with(redis_options(&redis)).await;
