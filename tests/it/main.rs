@@ -4,4 +4,6 @@
 mod dance;
 mod fake_api_dance;
 mod fake_api_vectors;
+mod proxy;
 mod support;
+mod tokens;

@@ -6,5 +6,5 @@ pub mod app;
 #[allow(dead_code)]
 pub mod fake_api;
 
-pub use app::{ConsumerMode, Options, TestApp, browser, element_text, location};
+pub use app::{ConsumerMode, Options, TestApp, browser, element_text, location, service_client};
 pub use fake_api::{FakeApi, Mode};
