@@ -130,7 +130,7 @@ async fn instances_sharing_redis_share_sessions_tokens_and_logout() {
     assert_eq!(api_status_with_cookie(&b, &client).await, StatusCode::OK);
 
     let (token, id) = create_token(&a, &client).await;
-    assert_eq!(listed_token_ids(&b, &client).await, [id.clone()]);
+    assert_eq!(listed_token_ids(&b, &client).await, [id]);
     assert_eq!(bearer_status(&b, &token).await, StatusCode::OK);
     assert_eq!(
         bearer_status(&b, "ocsp_not-a-token").await,
