@@ -4,4 +4,6 @@
 mod dance;
 mod fake_api_dance;
 mod fake_api_vectors;
+mod lifecycle;
+mod operate;
 mod support;

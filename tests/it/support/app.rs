@@ -128,6 +128,18 @@ impl TestApp {
         }
     }
 
+    /// A handle on a server started elsewhere (a child process) at `addr`,
+    /// for the browser helpers.
+    pub fn attach(api: FakeApi, addr: SocketAddr, options: Options) -> Self {
+        Self {
+            addr,
+            url: format!("http://{addr}"),
+            api,
+            options,
+            shutdown: CancellationToken::new(),
+        }
+    }
+
     /// `self.url` + `path`.
     pub fn at(&self, path: &str) -> String {
         format!("{}{path}", self.url)

@@ -5,6 +5,8 @@
 pub mod app;
 #[allow(dead_code)]
 pub mod fake_api;
+#[allow(dead_code)]
+pub mod process;
 
 pub use app::{ConsumerMode, Options, TestApp, browser, element_text, location};
 pub use fake_api::{FakeApi, Mode};
