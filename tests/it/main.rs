@@ -5,5 +5,6 @@ mod dance;
 mod fake_api_dance;
 mod fake_api_vectors;
 mod lifecycle;
+mod logs;
 mod operate;
 mod support;
