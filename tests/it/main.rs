@@ -2,6 +2,7 @@
 //! of a fake Clever Cloud API.
 
 mod dance;
+mod deploy;
 mod fake_api_dance;
 mod fake_api_vectors;
 mod lifecycle;
