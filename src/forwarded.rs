@@ -40,7 +40,11 @@ impl IpRange {
         let network: IpAddr = address.trim().parse().ok()?;
         let bits = if network.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
-            Some(prefix) => prefix.trim().parse().ok().filter(|prefix| *prefix <= bits)?,
+            Some(prefix) => prefix
+                .trim()
+                .parse()
+                .ok()
+                .filter(|prefix| *prefix <= bits)?,
             None => bits,
         };
         Some(Self { network, prefix })
@@ -127,7 +131,8 @@ impl TrustedProxies {
         }
         ClientInfo {
             ip: self.rightmost_untrusted(peer_ip, headers),
-            https: forwarded_proto(headers).is_some_and(|proto| proto.eq_ignore_ascii_case("https")),
+            https: forwarded_proto(headers)
+                .is_some_and(|proto| proto.eq_ignore_ascii_case("https")),
         }
     }
 

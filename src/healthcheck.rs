@@ -31,12 +31,8 @@ pub enum HealthcheckError {
 
 /// Runs the check against `127.0.0.1:$PORT` and reports on stderr.
 pub fn run() -> ExitCode {
-    let outcome = port_from_env().and_then(|port| {
-        check(
-            SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
-            TIMEOUT,
-        )
-    });
+    let outcome = port_from_env()
+        .and_then(|port| check(SocketAddr::from((Ipv4Addr::LOCALHOST, port)), TIMEOUT));
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -62,8 +58,7 @@ pub fn check(addr: SocketAddr, timeout: Duration) -> Result<(), HealthcheckError
     stream.set_write_timeout(Some(timeout)).map_err(io)?;
     stream
         .write_all(
-            format!("GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
+            format!("GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
         )
         .map_err(io)?;
     // The status line is all we need; 64 bytes hold it.

@@ -99,9 +99,7 @@ pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         metrics,
         trusted_proxies: Arc::new(trusted_proxies),
     };
-    let router = Router::new()
-        .merge(web::router())
-        .merge(metrics::router());
+    let router = Router::new().merge(web::router()).merge(metrics::router());
     let router = router
         .layer(session_layer)
         .layer(middleware::map_response_with_state(

@@ -85,7 +85,9 @@ pub async fn track(State(state): State<AppState>, mut request: Request, next: Ne
         request.extensions_mut().insert(client);
     }
     request.extensions_mut().insert(id.clone());
-    let client = client.as_ref().map_or_else(|| "unknown".to_owned(), ClientInfo::to_string);
+    let client = client
+        .as_ref()
+        .map_or_else(|| "unknown".to_owned(), ClientInfo::to_string);
     let quiet = QUIET_ROUTES.contains(&route.as_str());
     let span = if quiet {
         tracing::debug_span!("request", request_id = %id.0, method = %method, route = %route, client = %client)

@@ -61,7 +61,10 @@ pub fn content_security_policy(config: &Config) -> String {
 /// Adds the headers to `response`: the policy and `no-store` on HTML pages
 /// (every page may show a secret or a CSRF token), `nosniff` and the
 /// referrer policy everywhere. Headers a handler set itself are kept.
-pub async fn apply(State(headers): State<Arc<SecurityHeaders>>, mut response: Response) -> Response {
+pub async fn apply(
+    State(headers): State<Arc<SecurityHeaders>>,
+    mut response: Response,
+) -> Response {
     let target = response.headers_mut();
     if is_html(target) {
         set_default(
@@ -69,7 +72,11 @@ pub async fn apply(State(headers): State<Arc<SecurityHeaders>>, mut response: Re
             header::CONTENT_SECURITY_POLICY,
             headers.content_security_policy.clone(),
         );
-        set_default(target, header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        set_default(
+            target,
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        );
     }
     set_default(
         target,

@@ -97,17 +97,26 @@ fn the_dockerfile_copies_what_exists_and_runs_the_real_binary() {
                 "the Dockerfile copies {source}, which does not exist"
             );
             assert!(
-                !ignored.iter().any(|pattern| pattern.trim_end_matches('/') == source),
+                !ignored
+                    .iter()
+                    .any(|pattern| pattern.trim_end_matches('/') == source),
                 "{source} is copied but .dockerignore leaves it out"
             );
         }
     }
     let runtime_binary = runtime_binary.expect("a COPY --from=build of the binary");
-    assert_eq!(runtime_binary, format!("/usr/local/bin/{binary}"), "on PATH");
+    assert_eq!(
+        runtime_binary,
+        format!("/usr/local/bin/{binary}"),
+        "on PATH"
+    );
 
     assert_eq!(all("EXPOSE"), vec![DEFAULT_PORT.to_string()]);
     assert_eq!(all("ENV"), vec![format!("PORT={DEFAULT_PORT}")]);
-    assert_eq!(all("CMD").last().map(|cmd| exec_form(cmd)), Some(vec![binary.clone()]));
+    assert_eq!(
+        all("CMD").last().map(|cmd| exec_form(cmd)),
+        Some(vec![binary.clone()])
+    );
     let healthcheck = all("HEALTHCHECK").pop().expect("a HEALTHCHECK");
     let command = healthcheck
         .split_once("CMD ")
@@ -115,7 +124,10 @@ fn the_dockerfile_copies_what_exists_and_runs_the_real_binary() {
         .expect("HEALTHCHECK … CMD [...]");
     assert_eq!(command, vec![binary, SUBCOMMAND.to_owned()]);
     let user = all("USER").pop().expect("a USER");
-    assert!(user != "root" && user != "0", "runs as non-root, not {user}");
+    assert!(
+        user != "root" && user != "0",
+        "runs as non-root, not {user}"
+    );
 }
 
 #[test]
@@ -150,7 +162,13 @@ fn the_binary_reads_no_file_at_run_time() {
             let code = std::fs::read_to_string(&path).expect("read a source file");
             // Unit tests (at the end of a file) may read their fixtures.
             let code = code.split("#[cfg(test)]").next().unwrap_or_default();
-            for needle in ["std::fs", "tokio::fs", "File::open", "ServeDir", "read_to_string("] {
+            for needle in [
+                "std::fs",
+                "tokio::fs",
+                "File::open",
+                "ServeDir",
+                "read_to_string(",
+            ] {
                 if code.contains(needle) {
                     offenders.push(format!("{} uses {needle}", path.display()));
                 }
@@ -198,7 +216,10 @@ fn the_clever_cloud_script_prints_every_step_and_masks_secrets() {
 
     // Assert
     assert!(ok, "{err}");
-    let commands: Vec<&str> = out.lines().filter_map(|line| line.strip_prefix("+ ")).collect();
+    let commands: Vec<&str> = out
+        .lines()
+        .filter_map(|line| line.strip_prefix("+ "))
+        .collect();
     assert_eq!(
         commands,
         vec![
@@ -223,8 +244,14 @@ fn the_clever_cloud_script_prints_every_step_and_masks_secrets() {
 fn the_clever_cloud_script_without_options_deploys_a_visitor_consumer_server() {
     let (ok, out, err) = deploy_dry_run(&["--app", "gw", "--domain", "gw.cleverapps.io"]);
     assert!(ok, "{err}");
-    assert!(out.contains("+ clever create --type rust gw --alias gw\n"), "{out}");
-    assert!(!out.contains("OAUTH_CONSUMER") && !out.contains("redis"), "{out}");
+    assert!(
+        out.contains("+ clever create --type rust gw --alias gw\n"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("OAUTH_CONSUMER") && !out.contains("redis"),
+        "{out}"
+    );
     assert!(out.contains("+ clever deploy --alias gw"), "{out}");
 }
 
@@ -234,12 +261,22 @@ fn the_clever_cloud_script_refuses_incomplete_arguments() {
         &["--domain", "gw.example.com"][..],
         &["--app", "gw"],
         &["--app", "gw", "--domain", "https://gw.example.com/"],
-        &["--app", "gw", "--domain", "gw.example.com", "--consumer-key", "ck"],
+        &[
+            "--app",
+            "gw",
+            "--domain",
+            "gw.example.com",
+            "--consumer-key",
+            "ck",
+        ],
         &["--app", "gw", "--domain", "gw.example.com", "--bogus"],
     ] {
         let (ok, out, err) = deploy_dry_run(args);
         assert!(!ok, "{args:?} was accepted: {out}");
-        assert!(!out.contains("+ clever"), "nothing runs on bad arguments: {out}");
+        assert!(
+            !out.contains("+ clever"),
+            "nothing runs on bad arguments: {out}"
+        );
         assert!(err.contains("deploy.sh:"), "{err}");
     }
 }

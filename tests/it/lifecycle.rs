@@ -31,10 +31,7 @@ async fn the_healthcheck_subcommand_says_whether_the_server_answers() {
     // Act
     let healthy = tokio::task::spawn_blocking(move || healthcheck(app.addr.port()));
     let unhealthy = tokio::task::spawn_blocking(move || healthcheck(closed_port));
-    let (healthy, unhealthy) = (
-        healthy.await.expect("join"),
-        unhealthy.await.expect("join"),
-    );
+    let (healthy, unhealthy) = (healthy.await.expect("join"), unhealthy.await.expect("join"));
 
     // Assert
     assert!(healthy.status.success(), "{healthy:?}");
@@ -92,7 +89,11 @@ async fn sigterm_lets_the_request_in_flight_finish_refuses_new_ones_and_exits_0(
     let authorize = format!("{}/v2/oauth/authorize?", server.app.api.url());
     assert!(location(&login).starts_with(&authorize));
     let status = server.wait_for_exit().await;
-    assert!(status.success(), "exit status {status}: {}", server.output());
+    assert!(
+        status.success(),
+        "exit status {status}: {}",
+        server.output()
+    );
     let output = server.output();
     assert!(output.contains("SIGTERM received"), "{output}");
 }
@@ -102,7 +103,10 @@ async fn a_request_longer_than_the_grace_is_cut_and_the_server_still_exits_0() {
     // Arrange: the API never answers, the grace is one second.
     let mut server = ServerProcess::start(
         FakeApi::start().await,
-        &[("SHUTDOWN_GRACE_SECS", "1"), ("OAUTH_CALL_TIMEOUT_SECS", "60")],
+        &[
+            ("SHUTDOWN_GRACE_SECS", "1"),
+            ("OAUTH_CALL_TIMEOUT_SECS", "60"),
+        ],
     )
     .await;
     let client = browser();
@@ -120,12 +124,20 @@ async fn a_request_longer_than_the_grace_is_cut_and_the_server_still_exits_0() {
 
     // Assert
     let status = server.wait_for_exit().await;
-    assert!(status.success(), "exit status {status}: {}", server.output());
+    assert!(
+        status.success(),
+        "exit status {status}: {}",
+        server.output()
+    );
     assert!(
         login.await.expect("join").is_err(),
         "the hanging request was cut"
     );
-    assert!(server.output().contains("grace elapsed"), "{}", server.output());
+    assert!(
+        server.output().contains("grace elapsed"),
+        "{}",
+        server.output()
+    );
 }
 
 #[tokio::test]
@@ -138,6 +150,10 @@ async fn sigint_stops_an_idle_server_with_exit_0() {
 
     // Assert
     let status = server.wait_for_exit().await;
-    assert!(status.success(), "exit status {status}: {}", server.output());
+    assert!(
+        status.success(),
+        "exit status {status}: {}",
+        server.output()
+    );
     assert!(server.output().contains("SIGINT received"));
 }

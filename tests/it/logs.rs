@@ -18,7 +18,10 @@ struct Secrets(Vec<(&'static str, String)>);
 impl Secrets {
     fn add(&mut self, what: &'static str, value: impl Into<String>) {
         let value = value.into();
-        assert!(value.len() >= 8, "{what} is too short to search for: {value:?}");
+        assert!(
+            value.len() >= 8,
+            "{what} is too short to search for: {value:?}"
+        );
         // Also as it would appear in a URL or an OAuth header.
         let encoded = percent_encode(&value);
         if encoded != value {
@@ -30,7 +33,10 @@ impl Secrets {
     fn assert_absent_from(&self, lines: &[String]) {
         for (what, value) in &self.0 {
             for line in lines {
-                assert!(!line.contains(value.as_str()), "the {what} was logged: {line}");
+                assert!(
+                    !line.contains(value.as_str()),
+                    "the {what} was logged: {line}"
+                );
             }
         }
     }
@@ -90,7 +96,10 @@ async fn a_whole_dance_logs_json_lines_with_request_ids_and_no_secret() {
     let started = app.start_login(&client).await;
     assert_eq!(started.status(), StatusCode::SEE_OTHER);
     let pre_login_cookie = jar.cookies(&app_url).expect("a session cookie");
-    secrets.add("pre-login session cookie", pre_login_cookie.to_str().unwrap_or_default());
+    secrets.add(
+        "pre-login session cookie",
+        pre_login_cookie.to_str().unwrap_or_default(),
+    );
     for pending in app.api.pending_request_tokens() {
         secrets.add("request token", pending.token);
         secrets.add("request token secret", pending.secret);
@@ -136,9 +145,17 @@ async fn a_whole_dance_logs_json_lines_with_request_ids_and_no_secret() {
         .send()
         .await
         .expect("GET /tokens with the proxy token");
-    assert_eq!(with_token.status(), StatusCode::FORBIDDEN, "authenticated, then refused");
+    assert_eq!(
+        with_token.status(),
+        StatusCode::FORBIDDEN,
+        "authenticated, then refused"
+    );
     secrets.add("proxy token", proxy_token);
-    client.get(app.at("/health")).send().await.expect("GET /health");
+    client
+        .get(app.at("/health"))
+        .send()
+        .await
+        .expect("GET /health");
     server.terminate();
     let lines = server.lines_after_exit().await;
 

@@ -24,7 +24,11 @@ async fn health_and_ready_answer_and_every_answer_carries_a_request_id() {
     let client = browser();
 
     // Act
-    let health = client.get(app.at("/health")).send().await.expect("GET /health");
+    let health = client
+        .get(app.at("/health"))
+        .send()
+        .await
+        .expect("GET /health");
     let ready = client
         .get(app.at("/ready"))
         .header("x-request-id", "probe-42.a_b:c")
@@ -40,7 +44,9 @@ async fn health_and_ready_answer_and_every_answer_carries_a_request_id() {
 
     // Assert
     assert_eq!(health.status(), StatusCode::OK);
-    let generated = header(&health, "x-request-id").unwrap_or_default().to_owned();
+    let generated = header(&health, "x-request-id")
+        .unwrap_or_default()
+        .to_owned();
     assert_eq!(generated.len(), 32, "a generated id: {generated:?}");
     assert_eq!(ready.status(), StatusCode::OK);
     assert_eq!(header(&ready, "x-request-id"), Some("probe-42.a_b:c"));
@@ -87,7 +93,11 @@ async fn ready_says_503_once_shutting_down() {
         .send()
         .await
         .expect("GET /health");
-    assert_eq!(health.status(), StatusCode::OK, "still alive, only not ready");
+    assert_eq!(
+        health.status(),
+        StatusCode::OK,
+        "still alive, only not ready"
+    );
 }
 
 async fn scrape(app: &TestApp, token: Option<&str>) -> reqwest::Response {
@@ -115,7 +125,9 @@ async fn metrics_exist_only_with_a_token_and_only_for_its_bearer() {
     assert_eq!(missing.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(header(&missing, "www-authenticate"), Some("Bearer"));
     assert_eq!(
-        scrape(&app, Some("metrics-token-for-tests-012345678")).await.status(),
+        scrape(&app, Some("metrics-token-for-tests-012345678"))
+            .await
+            .status(),
         StatusCode::UNAUTHORIZED
     );
     let basic = browser()
@@ -125,7 +137,10 @@ async fn metrics_exist_only_with_a_token_and_only_for_its_bearer() {
         .await
         .expect("GET /metrics");
     assert_eq!(basic.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(scrape(&app, Some(METRICS_TOKEN)).await.status(), StatusCode::OK);
+    assert_eq!(
+        scrape(&app, Some(METRICS_TOKEN)).await.status(),
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
@@ -155,11 +170,16 @@ async fn metrics_count_requests_by_route_logins_and_oauth_calls() {
 
     // Act
     let response = scrape(&app, Some(METRICS_TOKEN)).await;
-    let content_type = header(&response, "content-type").unwrap_or_default().to_owned();
+    let content_type = header(&response, "content-type")
+        .unwrap_or_default()
+        .to_owned();
     let text = response.text().await.expect("metrics body");
 
     // Assert
-    assert!(content_type.starts_with("application/openmetrics-text"), "{content_type}");
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
     for expected in [
         r#"http_requests_total{method="GET",route="/callback",status="303"} 1"#,
         r#"http_requests_total{method="POST",route="/login",status="303"} 1"#,
@@ -174,7 +194,10 @@ async fn metrics_count_requests_by_route_logins_and_oauth_calls() {
         assert!(text.contains(expected), "missing {expected} in:\n{text}");
     }
     assert!(!text.contains("4711"), "raw paths never become labels");
-    assert!(!text.contains("oauth_verifier"), "queries never become labels");
+    assert!(
+        !text.contains("oauth_verifier"),
+        "queries never become labels"
+    );
 }
 
 #[tokio::test]
@@ -211,7 +234,11 @@ async fn pages_carry_the_security_headers_and_assets_do_not_need_them() {
 
     // Act
     let credentials = client.get(app.at("/")).send().await.expect("GET /");
-    let login = browser().get(app.at("/login")).send().await.expect("GET /login");
+    let login = browser()
+        .get(app.at("/login"))
+        .send()
+        .await
+        .expect("GET /login");
     let error = browser()
         .get(app.at("/callback?oauth_token=x&oauth_verifier=y"))
         .send()
@@ -232,7 +259,10 @@ async fn pages_carry_the_security_headers_and_assets_do_not_need_them() {
             policy.contains(&format!("form-action 'self' {};", app.api.url())),
             "the login form's redirect goes to the API: {policy}"
         );
-        assert!(policy.contains("connect-src 'self' ws://127.0.0.1:"), "{policy}");
+        assert!(
+            policy.contains("connect-src 'self' ws://127.0.0.1:"),
+            "{policy}"
+        );
         assert!(!policy.contains("unsafe-inline"), "{policy}");
         assert_eq!(header(page, "referrer-policy"), Some("same-origin"));
         assert_eq!(header(page, "x-content-type-options"), Some("nosniff"));
@@ -281,8 +311,9 @@ async fn behind_a_tls_ending_balancer_the_https_app_url_works_over_plain_http() 
         .await
         .expect("GET /login");
     let mut cookie = session_cookie(&login_page).expect("a session cookie");
-    let csrf = crate::support::app::hidden_field(&login_page.text().await.unwrap_or_default(), "csrf")
-        .expect("csrf field");
+    let csrf =
+        crate::support::app::hidden_field(&login_page.text().await.unwrap_or_default(), "csrf")
+            .expect("csrf field");
 
     // Act: the dance, through the "balancer".
     let started = client
@@ -296,7 +327,10 @@ async fn behind_a_tls_ending_balancer_the_https_app_url_works_over_plain_http() 
         .expect("POST /login");
     assert_eq!(started.status(), StatusCode::SEE_OTHER);
     let callback = app.approve(&client, &location(&started)).await;
-    assert!(callback.starts_with(&format!("{public}/callback?")), "{callback}");
+    assert!(
+        callback.starts_with(&format!("{public}/callback?")),
+        "{callback}"
+    );
     let finished = client
         .get(callback.replacen(public, &app.url, 1))
         .header(COOKIE, &cookie)
@@ -343,5 +377,8 @@ async fn behind_a_tls_ending_balancer_the_https_app_url_works_over_plain_http() 
         .await
         .expect("GET /");
     let policy = header(&home, CONTENT_SECURITY_POLICY.as_str()).unwrap_or_default();
-    assert!(policy.contains("connect-src 'self' wss://gw.example.com;"), "{policy}");
+    assert!(
+        policy.contains("connect-src 'self' wss://gw.example.com;"),
+        "{policy}"
+    );
 }
