@@ -11,6 +11,7 @@ pub mod forwarded;
 pub mod healthcheck;
 pub mod metrics;
 pub mod oauth;
+pub mod proxy;
 pub mod secret;
 pub mod serve;
 pub mod session;
@@ -39,6 +40,8 @@ pub struct AppState {
     pub store: session::Store,
     /// Proxy tokens, kept in the same store.
     pub tokens: Arc<tokens::ProxyTokens>,
+    /// The proxy's pooled HTTP client to the API.
+    pub api_client: reqwest::Client,
     /// Cancelled when the server starts shutting down.
     pub shutdown: CancellationToken,
     /// What the server counts, for `/metrics`.
@@ -88,6 +91,7 @@ pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let oauth = oauth.with_metrics(Arc::clone(&metrics));
     let trusted_proxies = forwarded::TrustedProxies::from_config_and_env(&config.trusted_proxies)?;
     let security_headers = Arc::new(web::security::SecurityHeaders::new(&config));
+    let api_client = proxy::client(&config).context("building the proxy's HTTP client")?;
     let store = session::store(&config);
     let session_layer = session::layer(store.clone(), &config);
     let state = AppState {
@@ -95,11 +99,15 @@ pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         oauth,
         tokens: Arc::new(tokens::ProxyTokens::new(store.clone())),
         store,
+        api_client,
         shutdown,
         metrics,
         trusted_proxies: Arc::new(trusted_proxies),
     };
-    let router = Router::new().merge(web::router()).merge(metrics::router());
+    let router = Router::new()
+        .merge(web::router())
+        .merge(proxy::router())
+        .merge(metrics::router());
     let router = router
         .layer(session_layer)
         .layer(middleware::map_response_with_state(

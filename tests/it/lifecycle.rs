@@ -61,9 +61,50 @@ async fn wait_until_refusing(server: &ServerProcess) {
     panic!("the server kept accepting connections after SIGTERM");
 }
 
+/// Starts `GET /api/slow?ms=…` through the proxy of a logged-in browser.
+async fn slow_proxied_call(
+    server: &ServerProcess,
+    ms: u64,
+) -> tokio::task::JoinHandle<reqwest::Result<reqwest::Response>> {
+    let client = server.app.logged_in_browser().await;
+    let url = server.at(&format!("/api/slow?ms={ms}"));
+    let call = tokio::spawn(async move { client.get(url).send().await });
+    wait_for_call(&server.app.api, "/slow").await;
+    call
+}
+
 #[tokio::test]
 async fn sigterm_lets_the_request_in_flight_finish_refuses_new_ones_and_exits_0() {
-    // Arrange: a login whose call to the API is slow.
+    // Arrange: a slow proxied call in flight.
+    let mut server =
+        ServerProcess::start(FakeApi::start().await, &[("SHUTDOWN_GRACE_SECS", "20")]).await;
+    let call = slow_proxied_call(&server, SLOW_MS).await;
+
+    // Act
+    server.terminate();
+
+    // Assert: no new connections, the call still completes, exit 0.
+    wait_until_refusing(&server).await;
+    let answer = call
+        .await
+        .expect("join")
+        .expect("the in-flight request completes");
+    assert_eq!(answer.status(), StatusCode::OK);
+    let body: serde_json::Value = answer.json().await.expect("JSON from the API");
+    assert_eq!(body["slept_ms"], SLOW_MS);
+    let status = server.wait_for_exit().await;
+    assert!(
+        status.success(),
+        "exit status {status}: {}",
+        server.output()
+    );
+    let output = server.output();
+    assert!(output.contains("SIGTERM received"), "{output}");
+}
+
+#[tokio::test]
+async fn sigterm_during_a_slow_login_lets_the_login_finish() {
+    // Arrange: a login whose call to the API's OAuth endpoint is slow.
     let mut server =
         ServerProcess::start(FakeApi::start().await, &[("SHUTDOWN_GRACE_SECS", "20")]).await;
     let client = browser();
@@ -79,12 +120,11 @@ async fn sigterm_lets_the_request_in_flight_finish_refuses_new_ones_and_exits_0(
     // Act
     server.terminate();
 
-    // Assert: no new connections, the login still completes, exit 0.
-    wait_until_refusing(&server).await;
+    // Assert
     let login = login
         .await
         .expect("join")
-        .expect("the in-flight request completes");
+        .expect("the in-flight login completes");
     assert_eq!(login.status(), StatusCode::SEE_OTHER);
     let authorize = format!("{}/v2/oauth/authorize?", server.app.api.url());
     assert!(location(&login).starts_with(&authorize));
@@ -94,30 +134,14 @@ async fn sigterm_lets_the_request_in_flight_finish_refuses_new_ones_and_exits_0(
         "exit status {status}: {}",
         server.output()
     );
-    let output = server.output();
-    assert!(output.contains("SIGTERM received"), "{output}");
 }
 
 #[tokio::test]
 async fn a_request_longer_than_the_grace_is_cut_and_the_server_still_exits_0() {
-    // Arrange: the API never answers, the grace is one second.
-    let mut server = ServerProcess::start(
-        FakeApi::start().await,
-        &[
-            ("SHUTDOWN_GRACE_SECS", "1"),
-            ("OAUTH_CALL_TIMEOUT_SECS", "60"),
-        ],
-    )
-    .await;
-    let client = browser();
-    let csrf = server.app.csrf(&client).await;
-    server.app.api.set_mode(Mode::Hang);
-    let login = tokio::spawn({
-        let client = client.clone();
-        let url = server.at("/login");
-        async move { client.post(url).form(&[("csrf", csrf)]).send().await }
-    });
-    wait_for_call(&server.app.api, "/v2/oauth/request_token").await;
+    // Arrange: a proxied call far longer than the one-second grace.
+    let mut server =
+        ServerProcess::start(FakeApi::start().await, &[("SHUTDOWN_GRACE_SECS", "1")]).await;
+    let call = slow_proxied_call(&server, 20_000).await;
 
     // Act
     server.terminate();
@@ -130,8 +154,8 @@ async fn a_request_longer_than_the_grace_is_cut_and_the_server_still_exits_0() {
         server.output()
     );
     assert!(
-        login.await.expect("join").is_err(),
-        "the hanging request was cut"
+        call.await.expect("join").is_err(),
+        "the long request was cut"
     );
     assert!(
         server.output().contains("grace elapsed"),

@@ -150,6 +150,21 @@ async fn a_whole_dance_logs_json_lines_with_request_ids_and_no_secret() {
         StatusCode::FORBIDDEN,
         "authenticated, then refused"
     );
+    let proxied = reqwest::Client::new()
+        .get(app.at("/api/v2/self?tag=logs"))
+        .bearer_auth(&proxy_token)
+        .send()
+        .await
+        .expect("GET /api/v2/self with the proxy token");
+    assert_eq!(proxied.status(), StatusCode::OK);
+    let access_token = app.api.issued_access_tokens()[0].token.clone();
+    let revoke = client
+        .delete(app.at(&format!("/api/v2/self/tokens/{access_token}")))
+        .header(ORIGIN, &app.url)
+        .send()
+        .await
+        .expect("DELETE /api/v2/self/tokens/{token}");
+    assert_eq!(revoke.status(), StatusCode::OK, "the fake echoes it");
     secrets.add("proxy token", proxy_token);
     client
         .get(app.at("/health"))
@@ -185,6 +200,11 @@ async fn a_whole_dance_logs_json_lines_with_request_ids_and_no_secret() {
         callback_line["span"]["client"], "203.0.113.7",
         "the rightmost address the trusted balancer saw"
     );
+    let proxied = requests
+        .iter()
+        .filter(|line| line["span"]["route"] == "/api/{*path}")
+        .count();
+    assert_eq!(proxied, 2, "proxied calls are logged by their route");
     let health = requests
         .iter()
         .find(|line| line["span"]["route"] == "/health")

@@ -8,4 +8,6 @@ mod fake_api_vectors;
 mod lifecycle;
 mod logs;
 mod operate;
+mod proxy;
 mod support;
+mod tokens;

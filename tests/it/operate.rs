@@ -161,6 +161,12 @@ async fn metrics_count_requests_by_route_logins_and_oauth_calls() {
         .expect("POST /tokens");
     assert_eq!(created.status(), StatusCode::CREATED);
     assert_eq!(header(&created, "cache-control"), Some("no-store"));
+    let proxied = client
+        .get(app.at("/api/v2/self"))
+        .send()
+        .await
+        .expect("GET /api/v2/self");
+    assert_eq!(proxied.status(), StatusCode::OK);
     let missing = client
         .get(app.at("/no-such-page-4711"))
         .send()
@@ -187,6 +193,9 @@ async fn metrics_count_requests_by_route_logins_and_oauth_calls() {
         r#"http_request_duration_seconds_count{route="/callback"} 1"#,
         r#"upstream_requests_total{upstream="oauth",outcome="2xx"} 2"#,
         r#"upstream_request_duration_seconds_count{upstream="oauth"} 2"#,
+        r#"http_requests_total{method="GET",route="/api/{*path}",status="200"} 1"#,
+        r#"upstream_requests_total{upstream="api",outcome="2xx"} 1"#,
+        r#"upstream_request_duration_seconds_count{upstream="api"} 1"#,
         "logins_total 1",
         "proxy_tokens_created_total 1",
         "relays_open 0",
