@@ -4,8 +4,6 @@
 
 use std::time::Duration;
 
-use oauth_consumer_server::config::Config;
-use oauth_consumer_server::session::{self, Store};
 use reqwest::{Client, Response, StatusCode, header};
 use serde_json::Value;
 
@@ -33,13 +31,14 @@ fn redis_options(redis: &RedisServer) -> Options {
     }
 }
 
-/// The store a server built with `options` uses, to ask it directly
-/// whether Redis is available (`/ready` is not on this branch).
-async fn store_like(options: &Options) -> Store {
-    let args =
-        std::iter::once("oauth-consumer-server".to_owned()).chain(options.extra_args.clone());
-    let config = Config::from_args(args).expect("store configuration");
-    session::store(&config).await.expect("store set up")
+/// What `/ready` answers: 503 while the store is unreachable.
+async fn ready_status(app: &TestApp) -> StatusCode {
+    browser()
+        .get(app.at("/ready"))
+        .send()
+        .await
+        .expect("GET /ready")
+        .status()
 }
 
 async fn within<T>(bound: Duration, what: &str, future: impl Future<Output = T>) -> T {
@@ -287,12 +286,10 @@ async fn raw_redis_values_hold_no_secret_in_clear() {
 #[tokio::test]
 async fn a_hung_redis_gives_503s_in_bounded_time_and_loses_nothing() {
     let redis = RedisServer::start();
-    let options = redis_options(&redis);
-    let app = TestApp::spawn_with(options.clone()).await;
-    let store = store_like(&options).await;
+    let app = TestApp::spawn_with(redis_options(&redis)).await;
     let client = app.logged_in_browser().await;
     let (token, _) = create_token(&app, &client).await;
-    assert!(store.is_available().await);
+    assert_eq!(ready_status(&app).await, StatusCode::OK);
 
     redis.freeze();
     let page = within(
@@ -340,17 +337,14 @@ async fn a_hung_redis_gives_503s_in_bounded_time_and_loses_nothing() {
     .await
     .expect("GET /health");
     assert_eq!(health.status(), StatusCode::OK);
-    assert!(
-        !within(
-            UNAVAILABLE_BOUND,
-            "the readiness probe",
-            store.is_available()
-        )
-        .await
-    );
+    let ready = within(UNAVAILABLE_BOUND, "GET /ready", ready_status(&app)).await;
+    assert_eq!(ready, StatusCode::SERVICE_UNAVAILABLE);
 
     redis.thaw();
-    eventually("the store answering again", || store.is_available()).await;
+    eventually("the store answering again", || async {
+        ready_status(&app).await == StatusCode::OK
+    })
+    .await;
     eventually("the session answering again", || async {
         home(&app, &client).await.status() != StatusCode::SERVICE_UNAVAILABLE
     })
@@ -362,9 +356,7 @@ async fn a_hung_redis_gives_503s_in_bounded_time_and_loses_nothing() {
 #[tokio::test]
 async fn a_restarted_redis_serves_again_without_restarting_the_server() {
     let mut redis = RedisServer::start();
-    let options = redis_options(&redis);
-    let app = TestApp::spawn_with(options.clone()).await;
-    let store = store_like(&options).await;
+    let app = TestApp::spawn_with(redis_options(&redis)).await;
     let client = app.logged_in_browser().await;
 
     redis.stop();
@@ -390,17 +382,14 @@ async fn a_restarted_redis_serves_again_without_restarting_the_server() {
         .await
         .expect("GET /health");
     assert_eq!(health.status(), StatusCode::OK);
-    assert!(
-        !within(
-            UNAVAILABLE_BOUND,
-            "the readiness probe",
-            store.is_available()
-        )
-        .await
-    );
+    let ready = within(UNAVAILABLE_BOUND, "GET /ready", ready_status(&app)).await;
+    assert_eq!(ready, StatusCode::SERVICE_UNAVAILABLE);
 
     redis.restart();
-    eventually("the store reconnecting", || store.is_available()).await;
+    eventually("the store reconnecting", || async {
+        ready_status(&app).await == StatusCode::OK
+    })
+    .await;
     eventually("the server reconnecting", || async {
         home(&app, &client).await.status() != StatusCode::SERVICE_UNAVAILABLE
     })

@@ -6,6 +6,8 @@ pub mod app;
 #[allow(dead_code)]
 pub mod fake_api;
 #[allow(dead_code)]
+pub mod process;
+#[allow(dead_code)]
 pub mod redis;
 
 pub use app::{ConsumerMode, Options, TestApp, browser, element_text, location, service_client};
