@@ -191,9 +191,13 @@ impl Config {
     /// Reads the command line and the environment, then checks the result.
     pub fn from_env_and_args() -> Result<Self, clap::Error> {
         let config = Self::try_parse()?;
-        config
-            .validate()
-            .map_err(|error| clap::Error::raw(clap::error::ErrorKind::ValueValidation, error))
+        config.validate().map_err(|error| {
+            // clap prints a raw message as is: end the line.
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("{error}\n"),
+            )
+        })
     }
 
     /// Parses an explicit argument list (tests, subcommands); the

@@ -1,6 +1,8 @@
 //! Sessions and proxy tokens in a real Redis: shared by instances, kept
 //! across restarts, expired by Redis, sealed at rest, and 503s (never a
-//! hang) while Redis is away.
+//! hang) while Redis is away. (The WebSocket relays are not on this branch
+//! yet: `/ws/events` across instances is left to them; they authenticate
+//! through the same `Caller`, so through the same store.)
 
 use std::time::Duration;
 
@@ -116,6 +118,23 @@ async fn bearer_status(app: &TestApp, token: &str) -> StatusCode {
         .await
         .expect("GET /api/v2/self with a proxy token")
         .status()
+}
+
+#[test]
+fn redis_without_a_session_key_stops_start_up_with_one_clear_line() {
+    let output = std::process::Command::new(crate::support::process::BINARY)
+        .env_clear()
+        .env("REDIS_URL", "redis://:hunter2@127.0.0.1:6390")
+        .output()
+        .expect("run the server");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("REDIS_URL") && stderr.contains("SESSION_KEY"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "{stderr}");
 }
 
 #[tokio::test]
