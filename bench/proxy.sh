@@ -74,8 +74,9 @@ EOF
 nginx -p "$work/nginx" -e "$work/nginx/logs/error.log" -c "$work/nginx/nginx.conf" &
 pids+=($!)
 
-# Ours, with an operator consumer (the stub accepts any).
-target/release/oauth-consumer-server \
+# Ours, with an operator consumer (the stub accepts any). RUST_LOG=warn
+# drops the per-request log line, as `access_log off` does for nginx.
+RUST_LOG=warn target/release/oauth-consumer-server \
   --host 127.0.0.1 --port "$OURS_PORT" \
   --app-url "http://127.0.0.1:$OURS_PORT/" \
   --api-host "http://127.0.0.1:$STUB_PORT" \
