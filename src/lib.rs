@@ -8,6 +8,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod oauth;
+pub mod relay;
 pub mod secret;
 pub mod session;
 pub mod telemetry;
@@ -36,6 +37,8 @@ pub struct AppState {
     pub tokens: Arc<tokens::ProxyTokens>,
     /// Cancelled when the server starts shutting down.
     pub shutdown: CancellationToken,
+    /// The open WebSocket relays.
+    pub relays: Arc<relay::RelayRegistry>,
 }
 
 /// Builds the application for `config`: routes, sessions, middleware.
@@ -69,7 +72,8 @@ pub async fn app_with_shutdown(
         tokens: Arc::new(tokens::ProxyTokens::new(store.clone())),
         store,
         shutdown,
+        relays: Arc::default(),
     };
-    let router = Router::new().merge(web::router());
+    let router = Router::new().merge(web::router()).merge(relay::router());
     Ok(router.layer(session_layer).with_state(state))
 }
