@@ -52,6 +52,15 @@ pub async fn app_with_shutdown(
     config: Config,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Router> {
+    Ok(app_and_state(config, shutdown).await?.0)
+}
+
+/// Like [`app_with_shutdown`], also handing back the state the routes share
+/// (tests and metrics read the open relays from it).
+pub async fn app_and_state(
+    config: Config,
+    shutdown: CancellationToken,
+) -> anyhow::Result<(Router, AppState)> {
     // Two TLS back-ends end up linked (ring for reqwest, aws-lc for the
     // Redis client); rustls needs to be told which one to use.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -75,5 +84,5 @@ pub async fn app_with_shutdown(
         relays: Arc::default(),
     };
     let router = Router::new().merge(web::router()).merge(relay::router());
-    Ok(router.layer(session_layer).with_state(state))
+    Ok((router.layer(session_layer).with_state(state.clone()), state))
 }

@@ -4,4 +4,5 @@
 mod dance;
 mod fake_api_dance;
 mod fake_api_vectors;
+mod relay;
 mod support;

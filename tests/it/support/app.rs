@@ -2,7 +2,9 @@
 //! cookie-keeping client that acts like a person's browser.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
+use oauth_consumer_server::AppState;
 use oauth_consumer_server::config::Config;
 use reqwest::header::LOCATION;
 use reqwest::{Client, Response, StatusCode};
@@ -51,6 +53,8 @@ pub struct TestApp {
     pub api: FakeApi,
     /// How the server was started.
     pub options: Options,
+    /// The state the server's routes share.
+    pub state: AppState,
     shutdown: CancellationToken,
 }
 
@@ -114,7 +118,7 @@ impl TestApp {
         args.extend(options.extra_args.iter().cloned());
         let config = Config::from_args(args).expect("test configuration is valid");
         let shutdown = CancellationToken::new();
-        let router = oauth_consumer_server::app_with_shutdown(config, shutdown.clone())
+        let (router, state) = oauth_consumer_server::app_and_state(config, shutdown.clone())
             .await
             .expect("the app builds");
         let stop = shutdown.clone();
@@ -128,8 +132,32 @@ impl TestApp {
             url,
             api,
             options,
+            state,
             shutdown,
         }
+    }
+
+    /// Starts the server's shutdown, as SIGTERM would.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// A new browser, logged in, and its session's `Cookie` header value
+    /// (for clients that cannot share reqwest's cookie jar, like WebSockets).
+    pub async fn logged_in_browser_and_cookie(&self) -> (Client, String) {
+        let jar = Arc::new(reqwest::cookie::Jar::default());
+        let client = Client::builder()
+            .cookie_provider(jar.clone())
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .build()
+            .expect("test client builds");
+        self.log_in(&client).await;
+        let url = self.url.parse().expect("the server's URL parses");
+        let cookie = reqwest::cookie::CookieStore::cookies(jar.as_ref(), &url)
+            .expect("the logged-in browser has a session cookie");
+        let cookie = cookie.to_str().expect("cookies are ASCII").to_owned();
+        (client, cookie)
     }
 
     /// `self.url` + `path`.

@@ -1,0 +1,658 @@
+//! The WebSocket relays over real sockets: a tokio-tungstenite client, the
+//! real server, the fake API's sockets.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::support::fake_api::verify::SignatureMethod;
+use crate::support::fake_api::{AUTH_FAILED_CLOSE, FakeSocket};
+use crate::support::{Mode, Options, TestApp};
+
+type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Longest wait for one message; only there to turn a hang into a failure.
+const RECV_LIMIT: Duration = Duration::from_secs(20);
+
+/// How a test's client proves who it is on the upgrade request.
+#[derive(Clone, Copy)]
+enum Auth<'a> {
+    /// Nothing at all.
+    Anonymous,
+    /// The session cookie, sent from `origin` (none: no `Origin` header).
+    Cookie {
+        cookie: &'a str,
+        origin: Option<&'a str>,
+    },
+    /// `Authorization: Bearer <token>`.
+    Bearer(&'a str),
+}
+
+/// Opens `path` on `app` as `auth`; an HTTP refusal comes back as its
+/// status and JSON body.
+async fn open(app: &TestApp, path: &str, auth: Auth<'_>) -> Result<Client, (StatusCode, Value)> {
+    let mut request = format!("ws://{}{path}", app.addr)
+        .into_client_request()
+        .expect("a valid WebSocket URL");
+    let headers = request.headers_mut();
+    match auth {
+        Auth::Anonymous => {}
+        Auth::Cookie { cookie, origin } => {
+            headers.insert(
+                "cookie",
+                HeaderValue::from_str(cookie).expect("cookie header"),
+            );
+            if let Some(origin) = origin {
+                headers.insert(
+                    "origin",
+                    HeaderValue::from_str(origin).expect("origin header"),
+                );
+            }
+        }
+        Auth::Bearer(token) => {
+            let value = format!("Bearer {token}");
+            headers.insert(
+                "authorization",
+                HeaderValue::from_str(&value).expect("bearer header"),
+            );
+        }
+    }
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((client, _)) => Ok(client),
+        Err(tungstenite::Error::Http(response)) => {
+            let status = StatusCode::from_u16(response.status().as_u16()).expect("a status");
+            let body = response
+                .body()
+                .as_deref()
+                .and_then(|body| serde_json::from_slice(body).ok())
+                .unwrap_or(Value::Null);
+            Err((status, body))
+        }
+        Err(error) => panic!("WebSocket to {path} failed: {error}"),
+    }
+}
+
+/// A logged-in browser's relay on `path`, from the server's own origin.
+async fn open_as_browser(app: &TestApp, cookie: &str, path: &str) -> Client {
+    open_as_browser_result(app, cookie, path)
+        .await
+        .unwrap_or_else(|(status, body)| panic!("{path}: {status} {body}"))
+}
+
+/// The next message, failing after [`RECV_LIMIT`] rather than hanging.
+async fn next(client: &mut Client) -> Option<Message> {
+    match tokio::time::timeout(RECV_LIMIT, client.next()).await {
+        Ok(Some(Ok(message))) => Some(message),
+        Ok(Some(Err(_)) | None) => None,
+        Err(_) => panic!("no message within {RECV_LIMIT:?}"),
+    }
+}
+
+/// The next text message, parsed as JSON.
+async fn next_json(client: &mut Client) -> Value {
+    match next(client).await {
+        Some(Message::Text(text)) => serde_json::from_str(&text).expect("relayed text is JSON"),
+        other => panic!("expected a text message, got {other:?}"),
+    }
+}
+
+/// Reads until the close frame; returns its code and reason.
+async fn close_frame(client: &mut Client) -> (u16, String) {
+    loop {
+        match next(client).await {
+            Some(Message::Close(Some(frame))) => {
+                return (frame.code.into(), frame.reason.to_string());
+            }
+            Some(Message::Close(None)) => return (1005, String::new()),
+            Some(_) => {}
+            None => panic!("the stream ended without a close frame"),
+        }
+    }
+}
+
+/// Reads `socket_ready`, which the API sends first.
+async fn expect_ready(client: &mut Client) {
+    assert_eq!(
+        next_json(client).await,
+        json!({ "message_type": "socket_ready" })
+    );
+}
+
+/// Waits until no relay is open on `app`.
+async fn all_relays_closed(app: &TestApp) -> bool {
+    app.api.wait_until(|_| app.state.relays.open() == 0).await
+}
+
+/// A proxy token created by `browser`'s owner.
+async fn create_proxy_token(app: &TestApp, browser: &reqwest::Client) -> String {
+    let created = browser
+        .post(app.at("/tokens"))
+        .header("origin", &app.url)
+        .json(&json!({ "name": "relay test" }))
+        .send()
+        .await
+        .expect("POST /tokens");
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let body: Value = created.json().await.expect("token JSON");
+    body["token"].as_str().expect("the new token").to_owned()
+}
+
+fn app_with(extra: &[&str]) -> Options {
+    Options {
+        extra_args: extra.iter().map(|arg| (*arg).to_owned()).collect(),
+        ..Options::default()
+    }
+}
+
+#[tokio::test]
+async fn events_arrive_in_order_and_client_messages_reach_the_api() {
+    // Arrange
+    let app = TestApp::spawn().await;
+    let (_browser, cookie) = app.logged_in_browser_and_cookie().await;
+    let mut client = open_as_browser(&app, &cookie, "/ws/events").await;
+    let socket = app.api.socket(0).await;
+    expect_ready(&mut client).await;
+
+    // Act
+    for n in 0..5 {
+        socket.send_event("DEPLOYMENT_ACTION_BEGIN", &json!({ "id": "app_1", "n": n }));
+    }
+    client
+        .send(Message::text(r#"{"hello":"api"}"#))
+        .await
+        .expect("send");
+
+    // Assert
+    assert_eq!(socket.path, "/v2/events/event-socket");
+    assert_eq!(socket.auth(), Some(Ok(SignatureMethod::HmacSha512)));
+    for n in 0..5 {
+        let event = next_json(&mut client).await;
+        assert_eq!(event["event"], "DEPLOYMENT_ACTION_BEGIN");
+        let data: Value = serde_json::from_str(event["data"].as_str().expect("data is a string"))
+            .expect("data holds JSON");
+        assert_eq!(data["n"], n, "in order");
+    }
+    assert_eq!(
+        next_json(&mut client).await,
+        json!({ "hello": "api" }),
+        "the API's echo"
+    );
+    assert_eq!(socket.received(), [r#"{"hello":"api"}"#]);
+
+    let handshake = app
+        .api
+        .requests()
+        .into_iter()
+        .find(|request| request.path == "/v2/events/event-socket")
+        .expect("the upstream handshake was recorded");
+    for secret_header in ["cookie", "authorization"] {
+        assert_eq!(
+            handshake.header(secret_header),
+            None,
+            "{secret_header} not passed on"
+        );
+    }
+}
+
+#[tokio::test]
+async fn log_lines_arrive_in_order_and_the_query_reaches_the_logs_socket() {
+    let app = TestApp::spawn().await;
+    let (_browser, cookie) = app.logged_in_browser_and_cookie().await;
+    let query = "since=2024-05-01T00%3A00%3A00Z&filter=error&deployment_id=dep_1";
+    let path = format!("/ws/logs/app_00000000-0000-4000-8000-000000000001?{query}");
+
+    let mut client = open_as_browser(&app, &cookie, &path).await;
+    let socket = app.api.socket(0).await;
+    expect_ready(&mut client).await;
+    for line in ["starting", "listening on 8080", "ready"] {
+        socket.send_log_line(line);
+    }
+
+    assert_eq!(
+        socket.path,
+        "/v2/logs/logs-socket/app_00000000-0000-4000-8000-000000000001"
+    );
+    assert_eq!(socket.raw_query.as_deref(), Some(query));
+    assert_eq!(socket.auth(), Some(Ok(SignatureMethod::HmacSha512)));
+    for line in ["starting", "listening on 8080", "ready"] {
+        assert_eq!(next_json(&mut client).await["_source"]["message"], line);
+    }
+}
+
+#[tokio::test]
+async fn both_sockets_are_signed_as_the_api_expects_with_every_method() {
+    for (name, method) in [
+        ("HMAC-SHA512", SignatureMethod::HmacSha512),
+        ("HMAC-SHA1", SignatureMethod::HmacSha1),
+        ("PLAINTEXT", SignatureMethod::Plaintext),
+    ] {
+        let app = TestApp::spawn_with(Options {
+            signature_method: name,
+            ..Options::default()
+        })
+        .await;
+        let (_browser, cookie) = app.logged_in_browser_and_cookie().await;
+
+        let mut events = open_as_browser(&app, &cookie, "/ws/events").await;
+        let mut logs = open_as_browser(&app, &cookie, "/ws/logs/app_1?since=x").await;
+        expect_ready(&mut events).await;
+        expect_ready(&mut logs).await;
+
+        for socket in app.api.sockets() {
+            assert_eq!(socket.auth(), Some(Ok(method)), "{name}: {}", socket.path);
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_relay_answers_heartbeats_while_the_client_is_silent() {
+    let app = TestApp::spawn().await;
+    app.api
+        .set_heartbeat_interval(Some(Duration::from_millis(20)));
+    let (_browser, cookie) = app.logged_in_browser_and_cookie().await;
+    let mut client = open_as_browser(&app, &cookie, "/ws/events").await;
+    let socket = app.api.socket(0).await;
+
+    // The client reads nothing while the API pings.
+    assert!(
+        socket.wait_until(|socket| socket.pongs() >= 5).await,
+        "pongs counted upstream"
+    );
+    assert!(socket.pongs() <= socket.pings_sent());
+
+    // The pings still reach the client; its own pong is not passed on.
+    expect_ready(&mut client).await;
+    let ping = next_json(&mut client).await;
+    assert_eq!(
+        (ping["type"].as_str(), ping["heartbeat_msg"].as_str()),
+        (Some("heartbeat"), Some("ping"))
+    );
+    client
+        .send(Message::text(
+            r#"{"type":"heartbeat","heartbeat_msg":"pong"}"#,
+        ))
+        .await
+        .expect("send pong");
+    client
+        .send(Message::text("marker"))
+        .await
+        .expect("send marker");
+    assert!(
+        socket
+            .wait_until(|socket| !socket.received().is_empty())
+            .await
+    );
+    assert_eq!(
+        socket.received(),
+        ["marker"],
+        "the client's pong was not relayed"
+    );
+    assert!(socket.pongs() <= socket.pings_sent(), "no doubled pongs");
+}
+
+#[tokio::test]
+async fn the_apis_close_reaches_the_client_with_its_code() {
+    let app = TestApp::spawn().await;
+    let (_browser, cookie) = app.logged_in_browser_and_cookie().await;
+    let mut client = open_as_browser(&app, &cookie, "/ws/events").await;
+    let socket = app.api.socket(0).await;
+    expect_ready(&mut client).await;
+
+    socket.send_text("last words");
+    socket.close(4002, "forced");
+
+    assert_eq!(next(&mut client).await, Some(Message::text("last words")));
+    assert_eq!(close_frame(&mut client).await, (4002, "forced".to_owned()));
+    assert!(all_relays_closed(&app).await);
+    assert!(socket.wait_until(FakeSocket::ended).await);
+}
+
+#[tokio::test]
+async fn the_clients_close_reaches_the_api_with_its_code() {
+    let app = TestApp::spawn().await;
+    let (_browser, cookie) = app.logged_in_browser_and_cookie().await;
+    let mut client = open_as_browser(&app, &cookie, "/ws/events").await;
+    let socket = app.api.socket(0).await;
+    expect_ready(&mut client).await;
+
+    client
+        .close(Some(CloseFrame {
+            code: 4000.into(),
+            reason: "done here".into(),
+        }))
+        .await
+        .expect("close");
+
+    assert!(
+        socket
+            .wait_until(|socket| socket.close_received().is_some())
+            .await
+    );
+    assert_eq!(
+        socket.close_received(),
+        Some((4000, "done here".to_owned()))
+    );
+    assert_eq!(
+        close_frame(&mut client).await.0,
+        4000,
+        "the handshake is answered"
+    );
+    assert!(all_relays_closed(&app).await);
+}
+
+#[tokio::test]
+async fn an_api_that_drops_the_connection_closes_the_client_with_1011() {
+    let app = TestApp::spawn().await;
+    let (_browser, cookie) = app.logged_in_browser_and_cookie().await;
+    let mut client = open_as_browser(&app, &cookie, "/ws/events").await;
+    let socket = app.api.socket(0).await;
+    expect_ready(&mut client).await;
+
+    socket.vanish();
+
+    assert_eq!(close_frame(&mut client).await.0, 1011);
+    assert!(all_relays_closed(&app).await);
+}
+
+#[tokio::test]
+async fn an_unreachable_or_refusing_api_answers_before_the_upgrade() {
+    let app = TestApp::spawn_with(app_with(&["--api-connect-timeout-secs", "1"])).await;
+    let (_browser, cookie) = app.logged_in_browser_and_cookie().await;
+
+    app.api.set_mode(Mode::ServerError);
+    let refused = open_as_browser_result(&app, &cookie, "/ws/events")
+        .await
+        .err();
+    assert_eq!(
+        refused.as_ref().map(|(status, _)| *status),
+        Some(StatusCode::BAD_GATEWAY)
+    );
+    assert!(
+        refused.is_some_and(|(_, body)| body["error"].is_string()),
+        "a JSON error"
+    );
+
+    app.api.set_mode(Mode::Hang);
+    let slow = open_as_browser_result(&app, &cookie, "/ws/events")
+        .await
+        .err();
+    assert_eq!(
+        slow.map(|(status, _)| status),
+        Some(StatusCode::GATEWAY_TIMEOUT)
+    );
+
+    app.api.stop().await;
+    let unreachable = open_as_browser_result(&app, &cookie, "/ws/events")
+        .await
+        .err();
+    assert_eq!(
+        unreachable.map(|(status, _)| status),
+        Some(StatusCode::BAD_GATEWAY)
+    );
+    assert_eq!(app.state.relays.open(), 0, "nothing left open");
+}
+
+#[tokio::test]
+async fn a_refused_authentication_closes_the_client_with_1008() {
+    let app = TestApp::spawn().await;
+    let (_browser, cookie) = app.logged_in_browser_and_cookie().await;
+    app.api.refuse_socket_auth(true);
+
+    let mut client = open_as_browser(&app, &cookie, "/ws/events").await;
+
+    let error = next_json(&mut client).await;
+    assert_eq!(
+        (error["type"].as_str(), error["id"].as_u64()),
+        (Some("error"), Some(2001))
+    );
+    let (code, reason) = close_frame(&mut client).await;
+    assert_eq!(code, 1008);
+    assert!(!reason.is_empty(), "the close says why");
+    let socket = app.api.socket(0).await;
+    assert!(matches!(socket.auth(), Some(Err(_))));
+    assert!(
+        socket.wait_until(FakeSocket::ended).await,
+        "the API side is closed too ({AUTH_FAILED_CLOSE})"
+    );
+    assert!(all_relays_closed(&app).await);
+}
+
+#[tokio::test]
+async fn callers_without_valid_credentials_are_refused_before_anything_opens() {
+    let app = TestApp::spawn().await;
+    let (_browser, cookie) = app.logged_in_browser_and_cookie().await;
+    let before = app.api.api_request_count();
+    let ours = app.url.clone();
+
+    let cases = [
+        ("no credentials", Auth::Anonymous, StatusCode::UNAUTHORIZED),
+        (
+            "unknown token",
+            Auth::Bearer("ocsp_not-a-real-token"),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "foreign origin",
+            Auth::Cookie {
+                cookie: &cookie,
+                origin: Some("https://evil.example"),
+            },
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "no origin",
+            Auth::Cookie {
+                cookie: &cookie,
+                origin: None,
+            },
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "stale cookie",
+            Auth::Cookie {
+                cookie: "ocs_session=forged",
+                origin: Some(&ours),
+            },
+            StatusCode::UNAUTHORIZED,
+        ),
+    ];
+    for path in ["/ws/events", "/ws/logs/app_1"] {
+        for (what, auth, status) in cases {
+            let refused = open(&app, path, auth).await.err();
+            assert_eq!(
+                refused.as_ref().map(|(status, _)| *status),
+                Some(status),
+                "{what} on {path}"
+            );
+            assert!(
+                refused.is_some_and(|(_, body)| body["error"].is_string()),
+                "{what}: JSON error"
+            );
+        }
+    }
+    let bad_id = open(
+        &app,
+        "/ws/logs/..%2Fself",
+        Auth::Cookie {
+            cookie: &cookie,
+            origin: Some(&ours),
+        },
+    )
+    .await;
+    assert_eq!(
+        bad_id.err().map(|(status, _)| status),
+        Some(StatusCode::BAD_REQUEST)
+    );
+
+    assert_eq!(
+        app.api.api_request_count(),
+        before,
+        "nothing reached the API"
+    );
+    assert!(app.api.sockets().is_empty());
+}
+
+#[tokio::test]
+async fn a_proxy_token_opens_a_relay_without_a_cookie() {
+    let app = TestApp::spawn().await;
+    let browser = app.logged_in_browser().await;
+    let token = create_proxy_token(&app, &browser).await;
+
+    let mut client = open(&app, "/ws/events", Auth::Bearer(&token))
+        .await
+        .unwrap_or_else(|(status, body)| panic!("{status} {body}"));
+    let socket = app.api.socket(0).await;
+    expect_ready(&mut client).await;
+    socket.send_event("GIT_PUSH", &json!({ "appId": "app_1" }));
+
+    assert_eq!(socket.auth(), Some(Ok(SignatureMethod::HmacSha512)));
+    assert_eq!(next_json(&mut client).await["event"], "GIT_PUSH");
+}
+
+#[tokio::test]
+async fn a_caller_past_its_limit_gets_429() {
+    let app = TestApp::spawn_with(app_with(&["--relay-max-per-caller", "2"])).await;
+    let (browser, cookie) = app.logged_in_browser_and_cookie().await;
+    let token = create_proxy_token(&app, &browser).await;
+
+    let mut first = open_as_browser(&app, &cookie, "/ws/events").await;
+    let _second = open_as_browser(&app, &cookie, "/ws/logs/app_1").await;
+    let third = open_as_browser_result(&app, &cookie, "/ws/events")
+        .await
+        .err();
+    let other_caller = open(&app, "/ws/events", Auth::Bearer(&token)).await;
+
+    assert_eq!(
+        third.map(|(status, _)| status),
+        Some(StatusCode::TOO_MANY_REQUESTS)
+    );
+    assert!(
+        other_caller.is_ok(),
+        "the proxy token has its own allowance"
+    );
+    assert_eq!(
+        app.api.sockets().len(),
+        3,
+        "the refused one opened nothing upstream"
+    );
+
+    first.close(None).await.expect("close");
+    assert!(app.api.wait_until(|_| app.state.relays.open() == 2).await);
+    assert!(
+        open_as_browser_result(&app, &cookie, "/ws/events")
+            .await
+            .is_ok(),
+        "a freed slot is usable"
+    );
+}
+
+#[tokio::test]
+async fn too_large_messages_close_with_1009() {
+    let app = TestApp::spawn_with(app_with(&["--relay-max-message-bytes", "1024"])).await;
+    let (_browser, cookie) = app.logged_in_browser_and_cookie().await;
+
+    let mut client = open_as_browser(&app, &cookie, "/ws/events").await;
+    expect_ready(&mut client).await;
+    client
+        .send(Message::text("x".repeat(2000)))
+        .await
+        .expect("send");
+    assert_eq!(
+        close_frame(&mut client).await.0,
+        1009,
+        "client's message too big"
+    );
+
+    let mut client = open_as_browser(&app, &cookie, "/ws/events").await;
+    let socket = app.api.socket(1).await;
+    expect_ready(&mut client).await;
+    socket.send_text("y".repeat(2000));
+    assert_eq!(
+        close_frame(&mut client).await.0,
+        1009,
+        "API's message too big"
+    );
+    assert!(all_relays_closed(&app).await);
+}
+
+#[tokio::test]
+async fn an_idle_relay_is_closed_with_1001() {
+    let app = TestApp::spawn_with(app_with(&["--relay-idle-timeout-secs", "1"])).await;
+    let (_browser, cookie) = app.logged_in_browser_and_cookie().await;
+    let mut client = open_as_browser(&app, &cookie, "/ws/events").await;
+
+    expect_ready(&mut client).await;
+    assert_eq!(
+        close_frame(&mut client).await,
+        (1001, "idle time-out".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn a_flood_reaches_a_fast_client_whole_and_in_order() {
+    const COUNT: usize = 20_000;
+    let app = TestApp::spawn().await;
+    let (_browser, cookie) = app.logged_in_browser_and_cookie().await;
+    let mut client = open_as_browser(&app, &cookie, "/ws/events").await;
+    let socket = app.api.socket(0).await;
+    expect_ready(&mut client).await;
+
+    socket.flood(COUNT, 100);
+
+    for n in 0..COUNT {
+        let message = next_json(&mut client).await;
+        assert_eq!(message["n"], n, "message {n} whole and in order");
+    }
+}
+
+#[tokio::test]
+async fn shutdown_closes_every_relay_with_1001() {
+    let app = TestApp::spawn().await;
+    let (browser, cookie) = app.logged_in_browser_and_cookie().await;
+    let token = create_proxy_token(&app, &browser).await;
+    let mut by_cookie = open_as_browser(&app, &cookie, "/ws/events").await;
+    let mut by_token = open(&app, "/ws/logs/app_1", Auth::Bearer(&token))
+        .await
+        .unwrap_or_else(|(status, body)| panic!("{status} {body}"));
+    expect_ready(&mut by_cookie).await;
+    expect_ready(&mut by_token).await;
+
+    app.shutdown();
+
+    assert_eq!(close_frame(&mut by_cookie).await.0, 1001);
+    assert_eq!(close_frame(&mut by_token).await.0, 1001);
+    for socket in app.api.sockets() {
+        assert!(
+            socket
+                .wait_until(|socket| socket.close_received().is_some())
+                .await
+        );
+        assert_eq!(socket.close_received().map(|(code, _)| code), Some(1001));
+    }
+    assert!(all_relays_closed(&app).await);
+}
+
+async fn open_as_browser_result(
+    app: &TestApp,
+    cookie: &str,
+    path: &str,
+) -> Result<Client, (StatusCode, Value)> {
+    let origin = app.url.clone();
+    open(
+        app,
+        path,
+        Auth::Cookie {
+            cookie,
+            origin: Some(&origin),
+        },
+    )
+    .await
+}
