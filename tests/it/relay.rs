@@ -656,3 +656,201 @@ async fn open_as_browser_result(
     )
     .await
 }
+
+/// Set in the child process that runs one test alone.
+const ALONE_VAR: &str = "OCS_RELAY_TEST_ALONE";
+
+/// Whether this process is the one to run test `name`. Tests that read
+/// process-wide figures (open files, memory) must not share the process
+/// with the tests running in parallel: the first call re-runs this test
+/// binary for `name` alone (with the open-files limit raised to the hard
+/// limit), asserts it passed, and returns `false`; in that child it
+/// returns `true`.
+async fn alone(name: &str) -> bool {
+    if std::env::var(ALONE_VAR).as_deref() == Ok(name) {
+        return true;
+    }
+    let binary = std::env::current_exe().expect("the test binary's path");
+    let output = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(r#"ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$0" "$@""#)
+        .arg(binary)
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(ALONE_VAR, name)
+        .output()
+        .await
+        .expect("run the test alone");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stdout.contains("1 passed"),
+        "{name}, run alone, failed:\n{stdout}\n{stderr}"
+    );
+    false
+}
+
+/// Resident memory of this process, in KiB.
+fn vm_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/self/status")
+}
+
+/// Open file descriptors of this process (sockets included).
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .expect("/proc/self/fd")
+        .count()
+}
+
+/// Live tasks of the test's runtime, which runs the server, the fake API
+/// and the clients.
+fn live_tasks() -> usize {
+    tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks()
+}
+
+/// The `n` of a flood message `{"n":…,"pad":…}`, without parsing the pad.
+fn flood_index(message: Option<Message>) -> Option<usize> {
+    let Some(Message::Text(text)) = message else {
+        return None;
+    };
+    let rest = text.strip_prefix(r#"{"n":"#)?;
+    rest[..rest.find(',')?].parse().ok()
+}
+
+/// Samples `value` until two samples 250 ms apart agree (at most 20 s).
+async fn settled(value: impl Fn() -> usize) -> usize {
+    let mut last = value();
+    for _ in 0..80 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = value();
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+    last
+}
+
+#[tokio::test]
+async fn a_stalled_client_does_not_grow_the_servers_memory() {
+    if !alone("relay::a_stalled_client_does_not_grow_the_servers_memory").await {
+        return;
+    }
+    // 100 MB of messages, far more than the queues and socket buffers hold.
+    const COUNT: usize = 50_000;
+    const PAD: usize = 2_000;
+    const MAX_GROWTH_KIB: u64 = 64 * 1024;
+    let app = TestApp::spawn().await;
+    let (_browser, cookie) = app.logged_in_browser_and_cookie().await;
+    let mut client = open_as_browser(&app, &cookie, "/ws/events").await;
+    let socket = app.api.socket(0).await;
+    expect_ready(&mut client).await;
+    let before = vm_rss_kib();
+
+    // The client reads nothing while the API floods.
+    socket.flood(COUNT, PAD);
+    let held_back = app
+        .api
+        .wait_until(|_| app.state.relays.backpressure_events() >= 1)
+        .await;
+    let sent = settled(|| socket.flood_sent()).await;
+    let grown = vm_rss_kib().saturating_sub(before);
+
+    assert!(held_back, "the relay stopped reading the API");
+    assert!(
+        sent < COUNT,
+        "the API was held back: {sent} of {COUNT} sent"
+    );
+    assert!(
+        grown < MAX_GROWTH_KIB,
+        "memory grew by {grown} KiB while the client stalled"
+    );
+    eprintln!("stalled: {sent} of {COUNT} messages sent, memory +{grown} KiB");
+
+    // Reading again, everything arrives, in order.
+    for n in 0..COUNT {
+        assert_eq!(flood_index(next(&mut client).await), Some(n));
+    }
+}
+
+#[tokio::test]
+async fn five_hundred_relays_close_and_leave_nothing_behind() {
+    if !alone("relay::five_hundred_relays_close_and_leave_nothing_behind").await {
+        return;
+    }
+    const RELAYS: usize = 500;
+    let app = TestApp::spawn_with(app_with(&["--relay-max-per-caller", "1000"])).await;
+    let (_browser, cookie) = app.logged_in_browser_and_cookie().await;
+    // One relay opened and closed first, so that what is made once (pools,
+    // buffers) is in the baseline.
+    let mut warm_up = open_as_browser(&app, &cookie, "/ws/events").await;
+    expect_ready(&mut warm_up).await;
+    warm_up.close(None).await.expect("close");
+    while next(&mut warm_up).await.is_some() {}
+    drop(warm_up);
+    assert!(all_relays_closed(&app).await);
+    assert!(app.api.socket(0).await.wait_until(FakeSocket::ended).await);
+    let (fds, tasks) = (open_fds(), live_tasks());
+
+    // Open 500 at once, half of each kind.
+    let opening = (0..RELAYS).map(|n| {
+        let path = if n % 2 == 0 {
+            "/ws/events"
+        } else {
+            "/ws/logs/app_1?since=x"
+        };
+        let cookie = &cookie;
+        let app = &app;
+        async move {
+            let mut client = open_as_browser(app, cookie, path).await;
+            expect_ready(&mut client).await;
+            client
+        }
+    });
+    let mut clients = futures_util::future::join_all(opening).await;
+    assert_eq!(app.state.relays.open(), RELAYS);
+    assert!(
+        open_fds() >= fds + 4 * RELAYS,
+        "client, server (2) and API sockets of every relay are counted"
+    );
+
+    // Half are closed by their clients...
+    let closed_by_api = clients.split_off(RELAYS / 2);
+    for mut client in clients {
+        client.close(None).await.expect("close");
+        while next(&mut client).await.is_some() {}
+    }
+    assert!(
+        app.api
+            .wait_until(|_| app.state.relays.open() == RELAYS / 2)
+            .await
+    );
+    // ...the other half by the API.
+    for socket in app.api.sockets() {
+        if !socket.ended() && socket.close_received().is_none() {
+            socket.close(4002, "forced");
+        }
+    }
+    for mut client in closed_by_api {
+        assert_eq!(close_frame(&mut client).await.0, 4002);
+        while next(&mut client).await.is_some() {}
+    }
+
+    let drained = app
+        .api
+        .wait_until(|_| app.state.relays.open() == 0 && open_fds() <= fds && live_tasks() <= tasks)
+        .await;
+    assert!(
+        drained,
+        "left behind: {} relays, {} fds (baseline {fds}), {} tasks (baseline {tasks})",
+        app.state.relays.open(),
+        open_fds(),
+        live_tasks()
+    );
+}
