@@ -535,15 +535,22 @@ impl<C: Socket, U: Socket> Pump<C, U> {
                 Ok(moved) => progress |= moved,
                 Err(error) => return Poll::Ready(upstream_failure(&error)),
             }
+            let mut read = false;
             match self.poll_read_upstream(cx) {
                 Poll::Ready(Some(end)) => return Poll::Ready(end),
-                Poll::Ready(None) => progress = true,
+                Poll::Ready(None) => read = true,
                 Poll::Pending => {}
             }
             match self.poll_read_client(cx) {
                 Poll::Ready(Some(end)) => return Poll::Ready(end),
-                Poll::Ready(None) => progress = true,
+                Poll::Ready(None) => read = true,
                 Poll::Pending => {}
+            }
+            if read {
+                // Once per batch: reading the clock per message shows in
+                // profiles of floods.
+                self.last_activity = Instant::now();
+                progress = true;
             }
             if !progress {
                 return self.poll_idle(cx);
@@ -569,7 +576,6 @@ impl<C: Socket, U: Socket> Pump<C, U> {
                 Poll::Pending => break,
             };
             read = true;
-            self.last_activity = Instant::now();
             if let Some(end) = message
                 .into_frame()
                 .and_then(|frame| self.on_upstream_frame(frame))
@@ -599,7 +605,6 @@ impl<C: Socket, U: Socket> Pump<C, U> {
                 Poll::Pending => break,
             };
             read = true;
-            self.last_activity = Instant::now();
             if let Some(end) = message
                 .into_frame()
                 .and_then(|frame| self.on_client_frame(frame))
