@@ -7,9 +7,14 @@
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod forwarded;
+pub mod healthcheck;
+pub mod metrics;
 pub mod oauth;
+pub mod proxy;
 pub mod relay;
 pub mod secret;
+pub mod serve;
 pub mod session;
 pub mod telemetry;
 pub mod tokens;
@@ -19,6 +24,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use axum::Router;
+use axum::middleware;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -35,10 +41,24 @@ pub struct AppState {
     pub store: session::Store,
     /// Proxy tokens, kept in the same store.
     pub tokens: Arc<tokens::ProxyTokens>,
+    /// The proxy's pooled HTTP client to the API.
+    pub api_client: reqwest::Client,
     /// Cancelled when the server starts shutting down.
     pub shutdown: CancellationToken,
+    /// What the server counts, for `/metrics`.
+    pub metrics: Arc<metrics::Metrics>,
+    /// Proxies whose `X-Forwarded-*` headers are believed.
+    pub trusted_proxies: Arc<forwarded::TrustedProxies>,
     /// The open WebSocket relays.
     pub relays: Arc<relay::RelayRegistry>,
+}
+
+/// The application: its router and the state its handlers share.
+pub struct App {
+    /// Every route, with the middleware.
+    pub router: Router,
+    /// The shared state (shutdown token, metrics, store, …).
+    pub state: AppState,
 }
 
 /// Builds the application for `config`: routes, sessions, middleware.
@@ -52,17 +72,14 @@ pub async fn app_with_shutdown(
     config: Config,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Router> {
-    Ok(app_and_state(config, shutdown).await?.0)
+    Ok(build(config, shutdown).await?.router)
 }
 
-/// Like [`app_with_shutdown`], also handing back the state the routes share
-/// (tests and metrics read the open relays from it).
-pub async fn app_and_state(
-    config: Config,
-    shutdown: CancellationToken,
-) -> anyhow::Result<(Router, AppState)> {
-    // Two TLS back-ends end up linked (ring for reqwest, aws-lc for the
-    // Redis client); rustls needs to be told which one to use.
+/// Builds the application and keeps its state at hand, for
+/// [`serve::serve`].
+pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Result<App> {
+    // rustls needs one process-wide crypto provider, chosen explicitly in
+    // case a dependency links a second one.
     let _ = rustls::crypto::ring::default_provider().install_default();
 
     let signer = Signer::new(config.oauth_signature_method);
@@ -73,16 +90,44 @@ pub async fn app_and_state(
         config.oauth_call_timeout(),
     )
     .context("building the HTTP client for the OAuth endpoints")?;
-    let store = session::store(&config);
+    let metrics = Arc::new(metrics::Metrics::new());
+    let oauth = oauth.with_metrics(Arc::clone(&metrics));
+    let trusted_proxies = forwarded::TrustedProxies::from_config_and_env(&config.trusted_proxies)?;
+    let security_headers = Arc::new(web::security::SecurityHeaders::new(&config));
+    let api_client = proxy::client(&config).context("building the proxy's HTTP client")?;
+    let store = session::store(&config)
+        .await
+        .context("setting up the session store")?;
     let session_layer = session::layer(store.clone(), &config);
     let state = AppState {
         config: Arc::new(config),
         oauth,
         tokens: Arc::new(tokens::ProxyTokens::new(store.clone())),
         store,
+        api_client,
         shutdown,
+        metrics,
+        trusted_proxies: Arc::new(trusted_proxies),
         relays: Arc::default(),
     };
-    let router = Router::new().merge(web::router()).merge(relay::router());
-    Ok((router.layer(session_layer).with_state(state.clone()), state))
+    let router = Router::new()
+        .merge(web::router())
+        .merge(proxy::router())
+        .merge(relay::router())
+        .merge(metrics::router());
+    let router = router
+        .layer(session_layer)
+        .layer(middleware::from_fn(session::answer_store_failures))
+        .layer(middleware::map_response_with_state(
+            security_headers,
+            web::security::apply,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            telemetry::track,
+        ));
+    Ok(App {
+        router: router.with_state(state.clone()),
+        state,
+    })
 }

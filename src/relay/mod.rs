@@ -148,6 +148,7 @@ async fn open(
     )
     .await?;
     tracing::info!(stream = target.kind(), "relay opened");
+    let gauge = state.metrics.relay_opened();
 
     let limits = limits(config);
     let shutdown = state.shutdown.clone();
@@ -158,6 +159,7 @@ async fn open(
         .max_frame_size(config.relay_max_message_bytes);
     Ok(upgrade.on_upgrade(move |client| async move {
         relay(client, upstream, slot, limits, shutdown).await;
+        drop(gauge);
     }))
 }
 

@@ -2,7 +2,14 @@
 //! of a fake Clever Cloud API.
 
 mod dance;
+mod deploy;
 mod fake_api_dance;
 mod fake_api_vectors;
+mod lifecycle;
+mod logs;
+mod operate;
+mod proxy;
+mod redis;
 mod relay;
 mod support;
+mod tokens;

@@ -128,21 +128,7 @@ async fn expect_ready(client: &mut Client) {
 
 /// Waits until no relay is open on `app`.
 async fn all_relays_closed(app: &TestApp) -> bool {
-    app.api.wait_until(|_| app.state.relays.open() == 0).await
-}
-
-/// A proxy token created by `browser`'s owner.
-async fn create_proxy_token(app: &TestApp, browser: &reqwest::Client) -> String {
-    let created = browser
-        .post(app.at("/tokens"))
-        .header("origin", &app.url)
-        .json(&json!({ "name": "relay test" }))
-        .send()
-        .await
-        .expect("POST /tokens");
-    assert_eq!(created.status(), StatusCode::CREATED);
-    let body: Value = created.json().await.expect("token JSON");
-    body["token"].as_str().expect("the new token").to_owned()
+    app.api.wait_until(|_| app.relays().open() == 0).await
 }
 
 fn app_with(extra: &[&str]) -> Options {
@@ -411,7 +397,7 @@ async fn an_unreachable_or_refusing_api_answers_before_the_upgrade() {
         unreachable.map(|(status, _)| status),
         Some(StatusCode::BAD_GATEWAY)
     );
-    assert_eq!(app.state.relays.open(), 0, "nothing left open");
+    assert_eq!(app.relays().open(), 0, "nothing left open");
 }
 
 #[tokio::test]
@@ -518,7 +504,7 @@ async fn callers_without_valid_credentials_are_refused_before_anything_opens() {
 async fn a_proxy_token_opens_a_relay_without_a_cookie() {
     let app = TestApp::spawn().await;
     let browser = app.logged_in_browser().await;
-    let token = create_proxy_token(&app, &browser).await;
+    let token = app.create_proxy_token(&browser, "relay test").await.token;
 
     let mut client = open(&app, "/ws/events", Auth::Bearer(&token))
         .await
@@ -535,7 +521,7 @@ async fn a_proxy_token_opens_a_relay_without_a_cookie() {
 async fn a_caller_past_its_limit_gets_429() {
     let app = TestApp::spawn_with(app_with(&["--relay-max-per-caller", "2"])).await;
     let (browser, cookie) = app.logged_in_browser_and_cookie().await;
-    let token = create_proxy_token(&app, &browser).await;
+    let token = app.create_proxy_token(&browser, "relay test").await.token;
 
     let mut first = open_as_browser(&app, &cookie, "/ws/events").await;
     let _second = open_as_browser(&app, &cookie, "/ws/logs/app_1").await;
@@ -559,7 +545,7 @@ async fn a_caller_past_its_limit_gets_429() {
     );
 
     first.close(None).await.expect("close");
-    assert!(app.api.wait_until(|_| app.state.relays.open() == 2).await);
+    assert!(app.api.wait_until(|_| app.relays().open() == 2).await);
     assert!(
         open_as_browser_result(&app, &cookie, "/ws/events")
             .await
@@ -631,7 +617,7 @@ async fn a_flood_reaches_a_fast_client_whole_and_in_order() {
 async fn shutdown_closes_every_relay_with_1001() {
     let app = TestApp::spawn().await;
     let (browser, cookie) = app.logged_in_browser_and_cookie().await;
-    let token = create_proxy_token(&app, &browser).await;
+    let token = app.create_proxy_token(&browser, "relay test").await.token;
     let mut by_cookie = open_as_browser(&app, &cookie, "/ws/events").await;
     let mut by_token = open(&app, "/ws/logs/app_1", Auth::Bearer(&token))
         .await
@@ -771,7 +757,7 @@ async fn a_stalled_client_does_not_grow_the_servers_memory() {
     socket.flood(COUNT, PAD);
     let held_back = app
         .api
-        .wait_until(|_| app.state.relays.backpressure_events() >= 1)
+        .wait_until(|_| app.relays().backpressure_events() >= 1)
         .await;
     let sent = settled(|| socket.flood_sent()).await;
     let grown = vm_rss_kib().saturating_sub(before);
@@ -828,7 +814,7 @@ async fn five_hundred_relays_close_and_leave_nothing_behind() {
         }
     });
     let mut clients = futures_util::future::join_all(opening).await;
-    assert_eq!(app.state.relays.open(), RELAYS);
+    assert_eq!(app.relays().open(), RELAYS);
     assert!(
         open_fds() >= fds + 4 * RELAYS,
         "client, server (2) and API sockets of every relay are counted"
@@ -842,7 +828,7 @@ async fn five_hundred_relays_close_and_leave_nothing_behind() {
     }
     assert!(
         app.api
-            .wait_until(|_| app.state.relays.open() == RELAYS / 2)
+            .wait_until(|_| app.relays().open() == RELAYS / 2)
             .await
     );
     // ...the other half by the API.
@@ -858,12 +844,12 @@ async fn five_hundred_relays_close_and_leave_nothing_behind() {
 
     let drained = app
         .api
-        .wait_until(|_| app.state.relays.open() == 0 && open_fds() <= fds && live_tasks() <= tasks)
+        .wait_until(|_| app.relays().open() == 0 && open_fds() <= fds && live_tasks() <= tasks)
         .await;
     assert!(
         drained,
         "left behind: {} relays, {} fds (baseline {fds}), {} tasks (baseline {tasks})",
-        app.state.relays.open(),
+        app.relays().open(),
         open_fds(),
         live_tasks()
     );

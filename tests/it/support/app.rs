@@ -4,8 +4,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use oauth_consumer_server::AppState;
 use oauth_consumer_server::config::Config;
+use oauth_consumer_server::relay::RelayRegistry;
 use reqwest::header::LOCATION;
 use reqwest::{Client, Response, StatusCode};
 use tokio::net::TcpListener;
@@ -49,12 +49,13 @@ pub struct TestApp {
     pub addr: SocketAddr,
     /// `http://127.0.0.1:PORT` (no trailing slash).
     pub url: String,
-    /// The fake Clever Cloud API the server talks to.
-    pub api: FakeApi,
+    /// The fake Clever Cloud API the server talks to (shared by the
+    /// instances of a multi-instance test).
+    pub api: Arc<FakeApi>,
     /// How the server was started.
     pub options: Options,
-    /// The state the server's routes share.
-    pub state: AppState,
+    /// The server's open relays (none for an attached server).
+    relays: Option<Arc<RelayRegistry>>,
     shutdown: CancellationToken,
 }
 
@@ -75,6 +76,24 @@ pub fn browser() -> Client {
         .expect("test client builds")
 }
 
+/// A service's client: no cookies, no redirects, loopback only.
+pub fn service_client() -> Client {
+    Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .expect("test client builds")
+}
+
+/// A proxy token just created, as `POST /tokens` returns it.
+#[derive(Clone, Debug, serde::Deserialize)]
+pub struct CreatedToken {
+    /// The bearer token.
+    pub token: String,
+    /// Its public id.
+    pub id: String,
+}
+
 impl TestApp {
     /// Operator consumer, HMAC-SHA512.
     pub async fn spawn() -> Self {
@@ -88,9 +107,20 @@ impl TestApp {
         Self::spawn_against(api, &api_url, options).await
     }
 
+    /// Another instance in front of the same fake API, set up with
+    /// `options` (give it the same store settings to share sessions).
+    pub async fn spawn_beside(&self, options: Options) -> Self {
+        Self::spawn_against(self.api.clone(), &self.api.url(), options).await
+    }
+
     /// A server in front of `api`, reaching it at `api_url` (which may be a
     /// closed port, to play an unreachable API).
-    pub async fn spawn_against(api: FakeApi, api_url: &str, options: Options) -> Self {
+    pub async fn spawn_against(
+        api: impl Into<Arc<FakeApi>>,
+        api_url: &str,
+        options: Options,
+    ) -> Self {
+        let api = api.into();
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind a loopback port");
@@ -118,23 +148,40 @@ impl TestApp {
         args.extend(options.extra_args.iter().cloned());
         let config = Config::from_args(args).expect("test configuration is valid");
         let shutdown = CancellationToken::new();
-        let (router, state) = oauth_consumer_server::app_and_state(config, shutdown.clone())
+        let app = oauth_consumer_server::build(config, shutdown.clone())
             .await
             .expect("the app builds");
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, router)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await;
-        });
+        let relays = Some(app.state.relays.clone());
+        // The binary's own serve loop: connection info, graceful shutdown.
+        tokio::spawn(oauth_consumer_server::serve::serve(listener, app));
         Self {
             addr,
             url,
             api,
             options,
-            state,
+            relays,
             shutdown,
         }
+    }
+
+    /// A handle on a server started elsewhere (a child process) at `addr`,
+    /// for the browser helpers.
+    pub fn attach(api: FakeApi, addr: SocketAddr, options: Options) -> Self {
+        Self {
+            addr,
+            url: format!("http://{addr}"),
+            api: Arc::new(api),
+            options,
+            relays: None,
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    /// The server's open relays (only for a server spawned in this process).
+    pub fn relays(&self) -> &RelayRegistry {
+        self.relays
+            .as_deref()
+            .expect("the relays of a server in another process are out of reach")
     }
 
     /// Starts the server's shutdown, as SIGTERM would.
@@ -240,6 +287,32 @@ impl TestApp {
             "callback redirects"
         );
         assert_eq!(location(&finished), "/");
+    }
+
+    /// Creates a proxy token named `name` from `client`'s page (same
+    /// origin). Panics unless it is created.
+    pub async fn create_proxy_token(&self, client: &Client, name: &str) -> CreatedToken {
+        let response = client
+            .post(self.at("/tokens"))
+            .header("origin", &self.url)
+            .json(&serde_json::json!({ "name": name }))
+            .send()
+            .await
+            .expect("POST /tokens");
+        assert_eq!(response.status(), StatusCode::CREATED, "POST /tokens");
+        response.json().await.expect("POST /tokens answers JSON")
+    }
+
+    /// Logs `client` out with the logout form.
+    pub async fn log_out(&self, client: &Client) {
+        let csrf = self.csrf(client).await;
+        let response = client
+            .post(self.at("/logout"))
+            .form(&[("csrf", csrf)])
+            .send()
+            .await
+            .expect("POST /logout");
+        assert_eq!(response.status(), StatusCode::SEE_OTHER, "logout redirects");
     }
 
     /// A new browser, logged in.

@@ -5,6 +5,10 @@
 pub mod app;
 #[allow(dead_code)]
 pub mod fake_api;
+#[allow(dead_code)]
+pub mod process;
+#[allow(dead_code)]
+pub mod redis;
 
-pub use app::{ConsumerMode, Options, TestApp, browser, element_text, location};
+pub use app::{ConsumerMode, Options, TestApp, browser, element_text, location, service_client};
 pub use fake_api::{FakeApi, Mode};

@@ -54,6 +54,8 @@ pub enum Mode {
     Garbage,
     /// Every endpoint answers 500.
     ServerError,
+    /// Every endpoint answers normally, after this many milliseconds.
+    Slow(u64),
 }
 
 type SharedState = Arc<Mutex<State>>;
@@ -73,7 +75,9 @@ fn unix_now() -> i64 {
 pub struct FakeApi {
     addr: SocketAddr,
     state: SharedState,
-    server: JoinHandle<()>,
+    /// `None` once stopped; behind a lock so that a fake shared by several
+    /// servers under test can be stopped through a shared reference.
+    server: tokio::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
 impl FakeApi {
@@ -98,7 +102,7 @@ impl FakeApi {
         Self {
             addr,
             state,
-            server,
+            server: tokio::sync::Mutex::new(Some(server)),
         }
     }
 
@@ -112,11 +116,13 @@ impl FakeApi {
         self.addr
     }
 
-    /// Stops listening: new connections are refused (an unreachable API).
+    /// Stops serving and closes the listening socket, to play an API that
+    /// is down (connections already open stay open).
     pub async fn stop(&self) {
-        self.server.abort();
-        let refused = sockets::wait_for(|| std::net::TcpStream::connect(self.addr).is_err()).await;
-        assert!(refused, "fake API: still accepting after stop");
+        if let Some(server) = self.server.lock().await.take() {
+            server.abort();
+            let _ = server.await;
+        }
     }
 
     /// Changes how the fake answers from the next request on.
@@ -205,7 +211,9 @@ impl FakeApi {
 
 impl Drop for FakeApi {
     fn drop(&mut self) {
-        self.server.abort();
+        if let Some(server) = self.server.get_mut() {
+            server.abort();
+        }
     }
 }
 
@@ -271,6 +279,10 @@ async fn apply_mode(
             Refusal::unauthorized("consumer rejected").into_text_response()
         }
         Mode::Garbage if token_endpoint => axum::response::Html("<html>oops").into_response(),
+        Mode::Slow(ms) => {
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            next.run(request).await
+        }
         _ => next.run(request).await,
     }
 }
