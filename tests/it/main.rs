@@ -10,5 +10,6 @@ mod logs;
 mod operate;
 mod proxy;
 mod redis;
+mod relay;
 mod support;
 mod tokens;
