@@ -9,6 +9,7 @@ use std::future::IntoFuture as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use axum::serve::ListenerExt as _;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
@@ -24,6 +25,14 @@ pub async fn serve(listener: TcpListener, app: App) -> std::io::Result<()> {
     let App { router, state } = app;
     let shutdown = state.shutdown.clone();
     let grace = Duration::from_secs(state.config.shutdown_grace_secs);
+    // Without TCP_NODELAY, a streamed answer's head and body go out as two
+    // small writes, and Nagle holds the second until the client's delayed
+    // ACK: milliseconds per proxied request.
+    let listener = listener.tap_io(|stream| {
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY");
+        }
+    });
     let server = axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),
