@@ -5,3 +5,4 @@ mod dance;
 mod fake_api_dance;
 mod fake_api_vectors;
 mod support;
+mod ui;

@@ -4,6 +4,8 @@
 #[allow(dead_code)]
 pub mod app;
 #[allow(dead_code)]
+pub mod browser;
+#[allow(dead_code)]
 pub mod fake_api;
 
 pub use app::{ConsumerMode, Options, TestApp, browser, element_text, location};

@@ -1,0 +1,359 @@
+//! The web experience in a real headless Chromium: what a person sees and
+//! does, against the real server and the fake API on loopback.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::support::browser::{Chrome, Page};
+use crate::support::fake_api::{FAKE_USER_ID, FAKE_USER_NAME};
+use crate::support::{ConsumerMode, FakeApi, Options, TestApp};
+
+/// Logs in the way a person does: the login button, the API's authorize
+/// page, "Approve", and back to the dashboard.
+async fn log_in_by_clicking(page: &Page, app: &TestApp) {
+    page.open("/").await;
+    page.wait_until("the login page", || async {
+        (page.path().await == "/login").then_some(())
+    })
+    .await;
+    if app.options.consumer == ConsumerMode::Visitor {
+        page.type_into("#consumer_key", FakeApi::CONSUMER_KEY).await;
+        page.type_into("#consumer_secret", FakeApi::CONSUMER_SECRET)
+            .await;
+    }
+    page.click("#login").await;
+    page.click("#approve").await;
+    page.find("#token").await;
+    assert_eq!(page.path().await, "/", "back on our dashboard");
+}
+
+async fn visitor_app() -> TestApp {
+    TestApp::spawn_with(Options {
+        consumer: ConsumerMode::Visitor,
+        ..Options::default()
+    })
+    .await
+}
+
+#[tokio::test]
+async fn logging_in_by_clicking_shows_the_tokens_the_api_issued() {
+    let app = TestApp::spawn().await;
+    Chrome::run("login-operator", app.url.clone(), |page| async move {
+        // Act
+        log_in_by_clicking(&page, &app).await;
+
+        // Assert
+        let issued = app.api.issued_access_tokens();
+        assert_eq!(issued.len(), 1);
+        assert_eq!(page.text("#token").await, issued[0].token);
+        assert_eq!(page.text("#token-secret").await, issued[0].secret);
+        assert_eq!(page.text("#consumer-key").await, FakeApi::CONSUMER_KEY);
+        assert_eq!(page.text("#user-id").await, FAKE_USER_ID);
+        let expiry = page.find("#expiration-date").await;
+        assert_eq!(
+            expiry.attr("datetime").await.expect("attribute").as_deref(),
+            Some(issued[0].expiration_date.as_str())
+        );
+        let body = page.text("main").await;
+        assert!(
+            !body.contains(FakeApi::CONSUMER_SECRET),
+            "the operator's secret is never shown"
+        );
+        assert!(
+            page.js("return document.getElementById('clever-login')", vec![])
+                .await
+                .is_null(),
+            "no clever-tools snippet without the consumer secret"
+        );
+        page.text("#proxy-curl").await;
+        page.screenshot("dashboard").await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_visitor_gets_ready_to_paste_snippets_with_their_consumer() {
+    let app = visitor_app().await;
+    Chrome::run("login-visitor", app.url.clone(), |page| async move {
+        page.open("/login").await;
+        let callback = page.text("#callback-url").await;
+        assert_eq!(callback, format!("{}/callback", app.url));
+        page.screenshot("login").await;
+
+        log_in_by_clicking(&page, &app).await;
+
+        let issued = &app.api.issued_access_tokens()[0];
+        assert_eq!(
+            page.text("#consumer-secret").await,
+            FakeApi::CONSUMER_SECRET
+        );
+        let login = page.text("#clever-login").await;
+        assert!(
+            login.contains(&format!("--token {}", issued.token)),
+            "{login}"
+        );
+        assert!(login.contains("--oauth-consumer-key fake-consumer-key"));
+        assert!(login.contains(&format!("--api-host {}", app.api.url())));
+        let env = page.text("#env-lines").await;
+        assert!(env.contains(&format!("CLEVER_SECRET={}", issued.secret)));
+        let config: Value =
+            serde_json::from_str(&page.text("#config-file").await).expect("config file is JSON");
+        assert_eq!(
+            config,
+            json!({
+                "version": 1,
+                "profiles": [{
+                    "alias": "default",
+                    "token": issued.token,
+                    "secret": issued.secret,
+                    "expirationDate": issued.expiration_date,
+                    "userId": FAKE_USER_ID,
+                    "overrides": {
+                        "API_HOST": app.api.url(),
+                        "OAUTH_CONSUMER_KEY": FakeApi::CONSUMER_KEY,
+                        "OAUTH_CONSUMER_SECRET": FakeApi::CONSUMER_SECRET,
+                    },
+                }],
+            })
+        );
+        page.full_screenshot("dashboard").await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_copy_button_puts_the_value_on_the_clipboard() {
+    let app = TestApp::spawn().await;
+    Chrome::run("copy", app.url.clone(), |page| async move {
+        log_in_by_clicking(&page, &app).await;
+        page.grant_clipboard().await;
+        let token = app.api.issued_access_tokens()[0].token.clone();
+
+        page.click("button.copy[data-copy=token]").await;
+
+        let copied = page
+            .wait_for_js(
+                "the copy button to report what it copied",
+                "return document.querySelector('button.copy[data-copy=token]').dataset.copied",
+            )
+            .await;
+        assert_eq!(copied, json!(token));
+        let clipboard = page
+            .js_async(
+                "const done = arguments[arguments.length - 1];\
+                 navigator.clipboard.readText().then(done, (error) => done('refused: ' + error));",
+                vec![],
+            )
+            .await;
+        assert_eq!(clipboard, json!(token));
+        assert_eq!(
+            page.text("button.copy[data-copy=token]").await,
+            "Copied",
+            "the button says it worked"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_account_panel_shows_who_is_logged_in() {
+    let app = TestApp::spawn().await;
+    Chrome::run("account", app.url.clone(), |page| async move {
+        log_in_by_clicking(&page, &app).await;
+
+        let name = page
+            .wait_for_text("#account-name", |text| text == FAKE_USER_NAME)
+            .await;
+        assert_eq!(name, FAKE_USER_NAME);
+        assert_eq!(page.text("#account-email").await, "ada@example.com");
+        assert_eq!(page.text("#whoami").await, FAKE_USER_NAME);
+        page.wait_for_text("#account-orgs", |text| text.contains("hello-world"))
+            .await;
+        assert!(page.text("#account-orgs").await.contains("sleepy-worker"));
+        page.screenshot("dashboard").await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_proxy_token_created_in_the_page_works_until_it_is_revoked_there() {
+    let app = TestApp::spawn().await;
+    Chrome::run("proxy-tokens", app.url.clone(), |page| async move {
+        log_in_by_clicking(&page, &app).await;
+        let service = reqwest::Client::new();
+        let call_api = |token: String| {
+            let service = service.clone();
+            let url = app.at("/api/v2/self");
+            async move {
+                service
+                    .get(url)
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .expect("GET /api/v2/self")
+            }
+        };
+
+        // Create
+        page.type_into("#token-name", "deploy bot").await;
+        page.click("#token-create").await;
+        let token = page
+            .wait_for_text("#new-token", |text| text.starts_with("ocsp_"))
+            .await;
+        page.wait_for_text("#token-list", |text| text.contains("deploy bot"))
+            .await;
+        page.screenshot("created").await;
+
+        // The token works from a plain HTTP client.
+        let used = call_api(token.clone()).await;
+        assert_eq!(used.status(), StatusCode::OK);
+        let user: Value = used.json().await.expect("JSON");
+        assert_eq!(user["name"], FAKE_USER_NAME);
+
+        // Revoke: two clicks on the same button.
+        page.click("#token-list button[data-revoke]").await;
+        page.wait_for_text("#token-list button[data-revoke]", |text| {
+            text == "Confirm revoke"
+        })
+        .await;
+        page.click("#token-list button[data-revoke]").await;
+        page.wait_for_text("#tokens-status", |text| text.contains("revoked"))
+            .await;
+        assert!(!page.text("#token-list").await.contains("deploy bot"));
+        assert!(
+            !page
+                .find("#token-created")
+                .await
+                .is_displayed()
+                .await
+                .expect("displayed"),
+            "the revoked token is no longer shown"
+        );
+
+        let refused = call_api(token).await;
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn logging_out_returns_to_the_login_page_and_the_api_is_then_refused() {
+    let app = TestApp::spawn().await;
+    Chrome::run("logout", app.url.clone(), |page| async move {
+        log_in_by_clicking(&page, &app).await;
+
+        page.click("#logout").await;
+
+        page.wait_until("the login page", || async {
+            (page.path().await == "/login").then_some(())
+        })
+        .await;
+        page.find("#login").await;
+        let statuses = page
+            .js_async(
+                "const done = arguments[arguments.length - 1];\
+                 Promise.all(['/api/v2/self', '/tokens'].map((path) => fetch(path).then((r) => r.status)))\
+                   .then(done, (error) => done(String(error)));",
+                vec![],
+            )
+            .await;
+        assert_eq!(statuses, json!([401, 401]));
+        page.open("/").await;
+        assert_eq!(page.path().await, "/login", "the dashboard is gone");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_pages_run_under_the_content_security_policy() {
+    let app = TestApp::spawn().await;
+    Chrome::run("csp", app.url.clone(), |page| async move {
+        log_in_by_clicking(&page, &app).await;
+        // The page's own modules ran: the token list was filled in.
+        page.wait_for_text("#token-list", |text| !text.contains("Loading"))
+            .await;
+
+        let inline = page
+            .js(
+                "return document.querySelectorAll('script:not([src]), [style]').length",
+                vec![],
+            )
+            .await;
+        assert_eq!(inline, json!(0), "no inline script or style attribute");
+        // An inline script injected into the page does not run.
+        let ran = page
+            .js_async(
+                "const done = arguments[arguments.length - 1];\
+                 window.injected = false;\
+                 const script = document.createElement('script');\
+                 script.textContent = 'window.injected = true';\
+                 document.body.append(script);\
+                 setTimeout(() => done(window.injected), 50);",
+                vec![],
+            )
+            .await;
+        assert_eq!(ran, json!(false), "the CSP blocks inline scripts");
+        let console = page.console().await;
+        let violations: Vec<_> = console
+            .iter()
+            .filter(|line| line.contains("Content Security Policy") && !line.contains("injected"))
+            .collect();
+        assert!(
+            violations.len() <= 1,
+            "only the injected script is refused: {console:#?}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_pages_fit_a_phone_and_follow_the_dark_scheme() {
+    let app = visitor_app().await;
+    Chrome::run("looks", app.url.clone(), |page| async move {
+        log_in_by_clicking(&page, &app).await;
+        let mut backgrounds = Vec::new();
+        for (phone, dark) in [(false, false), (false, true), (true, false), (true, true)] {
+            page.emulate_phone(phone).await;
+            page.emulate_dark(dark).await;
+            let label = format!(
+                "{}-{}",
+                if phone { "phone" } else { "desktop" },
+                if dark { "dark" } else { "light" }
+            );
+            for (path, name) in [("/login", "login"), ("/", "dashboard")] {
+                page.open(path).await;
+                if path == "/" {
+                    // What the modules fill in, so the picture is complete.
+                    page.wait_for_js(
+                        "the dashboard's panels",
+                        "return document.getElementById('account').getAttribute('aria-busy') === 'false'\
+                           && !document.getElementById('token-list').textContent.includes('Loading')",
+                    )
+                    .await;
+                }
+                let overflow = page
+                    .js(
+                        "return document.documentElement.scrollWidth - window.innerWidth",
+                        vec![],
+                    )
+                    .await;
+                assert!(
+                    overflow.as_i64().unwrap_or(1) <= 0,
+                    "{path} {label}: the page is wider than the screen by {overflow}px"
+                );
+                let background = page
+                    .js("return getComputedStyle(document.documentElement).backgroundColor", vec![])
+                    .await;
+                backgrounds.push((dark, background));
+                page.full_screenshot(&format!("{name}-{label}")).await;
+            }
+        }
+        let light: Vec<_> = backgrounds.iter().filter(|(dark, _)| !dark).collect();
+        let dark: Vec<_> = backgrounds.iter().filter(|(dark, _)| *dark).collect();
+        assert!(
+            light.iter().all(|(_, l)| dark.iter().all(|(_, d)| l != d)),
+            "dark pages have another background: {backgrounds:?}"
+        );
+    })
+    .await;
+}
