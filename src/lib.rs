@@ -8,6 +8,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod oauth;
+pub mod proxy;
 pub mod secret;
 pub mod session;
 pub mod telemetry;
@@ -34,6 +35,8 @@ pub struct AppState {
     pub store: session::Store,
     /// Proxy tokens, kept in the same store.
     pub tokens: Arc<tokens::ProxyTokens>,
+    /// The proxy's pooled HTTP client to the API.
+    pub api_client: reqwest::Client,
     /// Cancelled when the server starts shutting down.
     pub shutdown: CancellationToken,
 }
@@ -61,6 +64,7 @@ pub async fn app_with_shutdown(
         config.oauth_call_timeout(),
     )
     .context("building the HTTP client for the OAuth endpoints")?;
+    let api_client = proxy::client(&config).context("building the proxy's HTTP client")?;
     let store = session::store(&config);
     let session_layer = session::layer(store.clone(), &config);
     let state = AppState {
@@ -68,8 +72,9 @@ pub async fn app_with_shutdown(
         oauth,
         tokens: Arc::new(tokens::ProxyTokens::new(store.clone())),
         store,
+        api_client,
         shutdown,
     };
-    let router = Router::new().merge(web::router());
+    let router = Router::new().merge(web::router()).merge(proxy::router());
     Ok(router.layer(session_layer).with_state(state))
 }

@@ -590,19 +590,24 @@ mod tests {
         );
     }
 
+    /// A GET with no token, callback or verifier.
+    fn plain_get<'a>(url: &'a Url, consumer: &'a Credentials) -> Request<'a> {
+        Request {
+            method: "GET",
+            url,
+            form_body: None,
+            consumer,
+            token: None,
+            callback: None,
+            verifier: None,
+        }
+    }
+
     #[test]
     fn every_signature_has_a_fresh_nonce() {
         let url = Url::parse("https://api.example.com/v2/self").expect("static URL");
         let consumer = Credentials::new("key", "secret");
-        let request = Request {
-            method: "GET",
-            url: &url,
-            form_body: None,
-            consumer: &consumer,
-            token: None,
-            callback: None,
-            verifier: None,
-        };
+        let request = plain_get(&url, &consumer);
         let signer = Signer::default();
         assert_ne!(
             signer.authorization(&request),
@@ -626,15 +631,7 @@ mod tests {
     fn debug_output_never_shows_the_plaintext_signature() {
         let url = Url::parse("https://api.example.com/v2/self").expect("static URL");
         let consumer = Credentials::new("key", "consumer-secret");
-        let request = Request {
-            method: "GET",
-            url: &url,
-            form_body: None,
-            consumer: &consumer,
-            token: None,
-            callback: None,
-            verifier: None,
-        };
+        let request = plain_get(&url, &consumer);
         let signed = Signer::new(SignatureMethod::Plaintext).sign(&request, &Freshness::now());
         assert!(!format!("{signed:?} {request:?}").contains("consumer-secret"));
     }

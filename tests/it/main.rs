@@ -4,5 +4,7 @@
 mod dance;
 mod fake_api_dance;
 mod fake_api_vectors;
+mod proxy;
 mod support;
+mod tokens;
 mod ui;

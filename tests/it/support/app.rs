@@ -71,6 +71,24 @@ pub fn browser() -> Client {
         .expect("test client builds")
 }
 
+/// A service's client: no cookies, no redirects, loopback only.
+pub fn service_client() -> Client {
+    Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .expect("test client builds")
+}
+
+/// A proxy token just created, as `POST /tokens` returns it.
+#[derive(Clone, Debug, serde::Deserialize)]
+pub struct CreatedToken {
+    /// The bearer token.
+    pub token: String,
+    /// Its public id.
+    pub id: String,
+}
+
 impl TestApp {
     /// Operator consumer, HMAC-SHA512.
     pub async fn spawn() -> Self {
@@ -212,6 +230,32 @@ impl TestApp {
             "callback redirects"
         );
         assert_eq!(location(&finished), "/");
+    }
+
+    /// Creates a proxy token named `name` from `client`'s page (same
+    /// origin). Panics unless it is created.
+    pub async fn create_proxy_token(&self, client: &Client, name: &str) -> CreatedToken {
+        let response = client
+            .post(self.at("/tokens"))
+            .header("origin", &self.url)
+            .json(&serde_json::json!({ "name": name }))
+            .send()
+            .await
+            .expect("POST /tokens");
+        assert_eq!(response.status(), StatusCode::CREATED, "POST /tokens");
+        response.json().await.expect("POST /tokens answers JSON")
+    }
+
+    /// Logs `client` out with the logout form.
+    pub async fn log_out(&self, client: &Client) {
+        let csrf = self.csrf(client).await;
+        let response = client
+            .post(self.at("/logout"))
+            .form(&[("csrf", csrf)])
+            .send()
+            .await
+            .expect("POST /logout");
+        assert_eq!(response.status(), StatusCode::SEE_OTHER, "logout redirects");
     }
 
     /// A new browser, logged in.

@@ -8,5 +8,5 @@ pub mod browser;
 #[allow(dead_code)]
 pub mod fake_api;
 
-pub use app::{ConsumerMode, Options, TestApp, browser, element_text, location};
+pub use app::{ConsumerMode, Options, TestApp, browser, element_text, location, service_client};
 pub use fake_api::{FakeApi, Mode};

@@ -110,6 +110,13 @@ impl FakeApi {
         self.addr
     }
 
+    /// Stops serving and closes the listening socket, to play an API that
+    /// is down (connections already open stay open).
+    pub async fn stop(&mut self) {
+        self.server.abort();
+        let _ = (&mut self.server).await;
+    }
+
     /// Changes how the fake answers from the next request on.
     pub fn set_mode(&self, mode: Mode) {
         lock(&self.state).mode = mode;

@@ -1,0 +1,143 @@
+//! Which headers cross the proxy. Hop-by-hop headers belong to one
+//! connection and stop here both ways; the client's credentials for *this*
+//! server never reach the API, and the API's cookies never reach the client.
+
+use axum::http::{HeaderMap, HeaderName, header};
+
+/// The hop-by-hop headers of RFC 9110 §7.6.1, with the obsolete
+/// `Keep-Alive` and `Proxy-Connection` that clients still send.
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+];
+
+/// Turns the client's request headers into those sent to the API: no
+/// hop-by-hop header, no `Cookie` (our session cookie among them), no
+/// `Authorization` (a proxy token, or anything else not meant for the API:
+/// the proxy sets its own), no `Host` (the HTTP client sets the API's), no
+/// `Expect` (this server already answered it).
+pub fn for_api(headers: &mut HeaderMap) {
+    strip_hop_by_hop(headers);
+    for name in [
+        header::COOKIE,
+        header::AUTHORIZATION,
+        header::HOST,
+        header::EXPECT,
+    ] {
+        headers.remove(name);
+    }
+}
+
+/// Turns the API's response headers into those sent to the client: no
+/// hop-by-hop header and no `Set-Cookie` (the client's cookies for this
+/// server are ours alone).
+pub fn for_client(headers: &mut HeaderMap) {
+    strip_hop_by_hop(headers);
+    headers.remove(header::SET_COOKIE);
+}
+
+/// Removes the hop-by-hop headers and every header that `Connection` names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(&HOP_BY_HOP) {
+        headers.remove(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(*name, HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    fn names(map: &HeaderMap) -> Vec<&str> {
+        let mut names: Vec<&str> = map.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+
+    #[test]
+    fn requests_lose_hop_by_hop_headers_and_our_credentials() {
+        let mut map = headers(&[
+            ("connection", "keep-alive, X-Hop"),
+            ("connection", "x-other-hop"),
+            ("x-hop", "1"),
+            ("x-other-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "trailers"),
+            ("trailer", "x-checksum"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("proxy-authorization", "Basic c2VjcmV0"),
+            ("proxy-authenticate", "Basic"),
+            ("cookie", "ocs_session=secret; other=1"),
+            ("authorization", "Bearer ocsp_secret"),
+            ("host", "gateway.example.com"),
+            ("expect", "100-continue"),
+            ("accept", "application/json"),
+            ("content-type", "application/json"),
+            ("content-length", "12"),
+            ("x-custom", "kept"),
+            ("x-custom", "twice"),
+        ]);
+        for_api(&mut map);
+        assert_eq!(
+            names(&map),
+            ["accept", "content-length", "content-type", "x-custom"]
+        );
+        assert_eq!(map.get_all("x-custom").iter().count(), 2);
+    }
+
+    #[test]
+    fn responses_lose_hop_by_hop_headers_and_cookies() {
+        let mut map = headers(&[
+            ("connection", "close, x-hop"),
+            ("x-hop", "1"),
+            ("transfer-encoding", "chunked"),
+            ("keep-alive", "timeout=5"),
+            ("set-cookie", "api_session=secret; Path=/"),
+            ("set-cookie", "other=1"),
+            ("content-type", "text/event-stream"),
+            ("cache-control", "no-cache"),
+            ("x-request-id", "abc"),
+        ]);
+        for_client(&mut map);
+        assert_eq!(
+            names(&map),
+            ["cache-control", "content-type", "x-request-id"]
+        );
+    }
+
+    #[test]
+    fn odd_connection_values_do_no_harm() {
+        let mut map = headers(&[("connection", ", ,bad header name,"), ("x-kept", "1")]);
+        map.append(
+            "connection",
+            HeaderValue::from_bytes(b"\xff").unwrap_or_else(|_| unreachable!()),
+        );
+        strip_hop_by_hop(&mut map);
+        assert_eq!(names(&map), ["x-kept"]);
+    }
+}

@@ -1,0 +1,272 @@
+//! The signed reverse proxy: `ANY /api/{*path}` goes to `API_HOST/{path}`,
+//! signed with the caller's OAuth tokens.
+//!
+//! Bodies stream both ways with bounded memory; only a form body is read
+//! whole, because its parameters are part of the signature. The rewriting
+//! itself is plain functions: [`target`] (where to), [`headers`] (what
+//! crosses), [`form_body_limit`] (what to read).
+
+pub mod headers;
+pub mod target;
+
+use axum::Router;
+use axum::body::{Body, Bytes, HttpBody as _};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use http_body_util::{BodyExt as _, LengthLimitError, Limited};
+use tracing::instrument;
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::config::Config;
+use crate::error::json_error;
+use crate::oauth::Signer;
+use crate::oauth::signature;
+
+pub use target::TargetError;
+
+/// The proxy's route.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/api/{*path}", any(forward))
+}
+
+/// The one HTTP client of the proxy, pooled for the whole server.
+pub fn client(config: &Config) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        // A redirect is the API's answer to the client; following it here
+        // would send a signed request wherever the answer points.
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(config.api_connect_timeout())
+        // Between two reads, not in total: streams may last for hours.
+        .read_timeout(config.api_idle_timeout())
+        .build()
+}
+
+/// Why a request was not forwarded, or got no answer from the API.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The path or request target is refused.
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    /// A form body larger than `PROXY_FORM_LIMIT_BYTES`.
+    #[error(
+        "form bodies are read whole to be signed, up to {0} bytes: send a smaller one (other content types stream without limit)"
+    )]
+    FormTooLarge(usize),
+    /// The client's body broke off or was malformed.
+    #[error("the request body could not be read to its end")]
+    BodyUnreadable,
+    /// The session's consumer is the operator's, which is no longer configured.
+    #[error(
+        "the OAuth consumer of this login is no longer configured on this server: log in again"
+    )]
+    NoConsumer,
+    /// No connection to the API.
+    #[error("the Clever Cloud API could not be reached")]
+    Unreachable(#[source] reqwest::Error),
+    /// Connecting took longer than `API_CONNECT_TIMEOUT_SECS`.
+    #[error("the Clever Cloud API did not accept a connection in time")]
+    ConnectTimeout(#[source] reqwest::Error),
+    /// The API stayed silent longer than `API_IDLE_TIMEOUT_SECS`.
+    #[error("the Clever Cloud API stopped answering (idle time-out)")]
+    IdleTimeout(#[source] reqwest::Error),
+    /// The signature could not be put in a header (not expected to happen).
+    #[error("internal error")]
+    Signing,
+}
+
+impl ProxyError {
+    fn upstream(error: reqwest::Error) -> Self {
+        // The URL may carry the caller's query: it stays out of logs.
+        let error = error.without_url();
+        match (error.is_timeout(), error.is_connect()) {
+            (true, true) => Self::ConnectTimeout(error),
+            (true, false) => Self::IdleTimeout(error),
+            (false, _) => Self::Unreachable(error),
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::Target(_) | Self::BodyUnreadable => StatusCode::BAD_REQUEST,
+            Self::FormTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::NoConsumer => StatusCode::UNAUTHORIZED,
+            Self::Unreachable(_) => StatusCode::BAD_GATEWAY,
+            Self::ConnectTimeout(_) | Self::IdleTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::Signing => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ProxyError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            let cause = std::error::Error::source(&self).map(error_chain);
+            tracing::warn!(error = %self, cause, "proxied call failed");
+        } else {
+            tracing::info!(error = %self, "proxied call refused");
+        }
+        json_error(status, self.to_string())
+    }
+}
+
+/// An error and its sources, joined: reqwest's own text leaves the cause out.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// `ANY /api/{*path}`: checks the target, signs, forwards, streams back.
+#[instrument(skip_all, fields(method = %request.method(), path = request.uri().path()))]
+async fn forward(
+    State(state): State<AppState>,
+    caller: Caller,
+    request: Request,
+) -> Result<Response, ProxyError> {
+    let (mut parts, body) = request.into_parts();
+    let config = &state.config;
+    let url = target::target_url(&config.api_host, &parts.uri)?;
+    let consumer = caller
+        .grant
+        .consumer
+        .credentials(config)
+        .ok_or(ProxyError::NoConsumer)?;
+    let token = caller.grant.token_credentials();
+
+    let (form, outgoing) = if is_form(&parts.headers) {
+        let form = read_form(body, config.proxy_form_limit_bytes).await?;
+        // Whatever length the client announced, this is the body sent.
+        parts.headers.remove(header::CONTENT_LENGTH);
+        (Some(form.clone()), Some(reqwest::Body::from(form)))
+    } else {
+        (None, streamed(body))
+    };
+    let authorization =
+        Signer::new(config.oauth_signature_method).authorization(&signature::Request {
+            method: parts.method.as_str(),
+            url: &url,
+            form_body: form.as_deref(),
+            consumer: &consumer,
+            token: Some(&token),
+            callback: None,
+            verifier: None,
+        });
+    headers::for_api(&mut parts.headers);
+    let authorization = HeaderValue::try_from(authorization).map_err(|_| ProxyError::Signing)?;
+    parts.headers.insert(header::AUTHORIZATION, authorization);
+
+    let mut request = state
+        .api_client
+        .request(parts.method, url)
+        .headers(parts.headers);
+    if let Some(outgoing) = outgoing {
+        request = request.body(outgoing);
+    }
+    let answer = request.send().await.map_err(ProxyError::upstream)?;
+
+    let (mut parts, body) = http::Response::from(answer).into_parts();
+    tracing::debug!(status = parts.status.as_u16(), "proxied");
+    headers::for_client(&mut parts.headers);
+    Ok(Response::from_parts(parts, Body::new(body)))
+}
+
+/// The client's body as a stream to the API; `None` when there is none, so
+/// a bodiless request is not sent with an empty chunked body.
+fn streamed(body: Body) -> Option<reqwest::Body> {
+    (!body.is_end_stream()).then(|| reqwest::Body::wrap_stream(body.into_data_stream()))
+}
+
+/// Whether the body is `application/x-www-form-urlencoded`, whose
+/// parameters are signed (RFC 5849 §3.4.1.3.1).
+pub fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|mime| {
+            mime.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
+}
+
+/// Reads a form body whole, refusing it as soon as it is known to exceed
+/// `limit` (from its announced length, or while reading).
+async fn read_form(body: Body, limit: usize) -> Result<Bytes, ProxyError> {
+    let announced = body.size_hint().lower();
+    if usize::try_from(announced).map_or(true, |announced| announced > limit) {
+        return Err(ProxyError::FormTooLarge(limit));
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(ProxyError::FormTooLarge(limit))
+        }
+        Err(_) => Err(ProxyError::BodyUnreadable),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    #[test]
+    fn form_bodies_are_recognised_by_their_media_type_alone() {
+        let mut headers = HeaderMap::new();
+        assert!(!is_form(&headers));
+        for (value, form) in [
+            ("application/x-www-form-urlencoded", true),
+            ("Application/X-WWW-Form-Urlencoded; charset=UTF-8", true),
+            ("application/json", false),
+            ("multipart/form-data; boundary=x", false),
+        ] {
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(value));
+            assert_eq!(is_form(&headers), form, "{value}");
+        }
+    }
+
+    #[tokio::test]
+    async fn form_bodies_are_read_up_to_the_limit() {
+        let read = read_form(Body::from("a=1&b=2"), 7).await;
+        assert_eq!(read.ok().as_deref(), Some(&b"a=1&b=2"[..]));
+
+        let too_big = read_form(Body::from("a=1&b=22"), 7).await;
+        assert!(matches!(too_big, Err(ProxyError::FormTooLarge(7))));
+
+        // A body of unknown length is cut off while it is read.
+        let chunks = futures_util::stream::iter(
+            ["a=1&", "b=2&", "c=3"].map(|chunk| Ok::<_, std::io::Error>(Bytes::from(chunk))),
+        );
+        let streamed = read_form(Body::from_stream(chunks), 7).await;
+        assert!(matches!(streamed, Err(ProxyError::FormTooLarge(7))));
+    }
+
+    #[test]
+    fn errors_answer_json_with_the_right_status() {
+        for (error, status) in [
+            (
+                ProxyError::Target(TargetError::DotSegment),
+                StatusCode::BAD_REQUEST,
+            ),
+            (ProxyError::FormTooLarge(10), StatusCode::PAYLOAD_TOO_LARGE),
+            (ProxyError::NoConsumer, StatusCode::UNAUTHORIZED),
+        ] {
+            let response = error.into_response();
+            assert_eq!(response.status(), status);
+            assert_eq!(
+                response.headers().get(header::CONTENT_TYPE),
+                Some(&HeaderValue::from_static("application/json"))
+            );
+        }
+    }
+}

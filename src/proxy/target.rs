@@ -1,0 +1,185 @@
+//! Where a proxied request goes: `API_HOST` followed by the path after
+//! `/api`, with the client's query string as it came. A path that could
+//! reach anything but a path under `API_HOST`, or that a server along the
+//! way might read differently from how we checked it, is refused before a
+//! byte leaves.
+
+use std::borrow::Cow;
+
+use axum::http::Uri;
+use percent_encoding::percent_decode_str;
+use url::Url;
+
+/// The prefix of every proxied path: `/api/v2/self` goes to `API_HOST/v2/self`.
+pub const PREFIX: &str = "/api";
+
+/// Why a request target was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TargetError {
+    /// `GET http://host/… HTTP/1.1`: the client tried to choose the host.
+    #[error("absolute-form request targets are refused: send only the path, like /api/v2/self")]
+    AbsoluteForm,
+    /// The path is not under `/api/`.
+    #[error("proxied paths start with /api/")]
+    NotUnderPrefix,
+    /// `.` or `..`, plain or percent-encoded in any case.
+    #[error("dot segments (`.` or `..`, plain or percent-encoded) are refused in proxied paths")]
+    DotSegment,
+    /// `//`: an empty segment, which some servers read as the start of a host.
+    #[error("empty path segments (`//`) are refused in proxied paths")]
+    EmptySegment,
+    /// `\` or `%5C`, which some servers read as `/`.
+    #[error("backslashes (plain or `%5C`) are refused in proxied paths")]
+    Backslash,
+}
+
+/// The API URL a request for `uri` goes to: `api_host` + the path after
+/// [`PREFIX`] (still percent-encoded, as the client wrote it) + the raw query.
+pub fn target_url(api_host: &Url, uri: &Uri) -> Result<Url, TargetError> {
+    if uri.scheme().is_some() || uri.authority().is_some() {
+        return Err(TargetError::AbsoluteForm);
+    }
+    let path = uri
+        .path()
+        .strip_prefix(PREFIX)
+        .filter(|rest| rest.starts_with('/'))
+        .ok_or(TargetError::NotUnderPrefix)?;
+    check_path(path)?;
+    // `api_host` is a bare origin (the configuration checks it), and a
+    // checked path has nothing `set_path` could resolve: the target stays a
+    // path under API_HOST.
+    let mut url = api_host.clone();
+    url.set_path(path);
+    url.set_query(uri.query());
+    Ok(url)
+}
+
+/// Checks a path (starting with `/`) segment by segment, each also
+/// percent-decoded, since the API or a proxy before it may decode it.
+pub fn check_path(path: &str) -> Result<(), TargetError> {
+    let segments = path.strip_prefix('/').unwrap_or(path).split('/');
+    let mut segments = segments.peekable();
+    while let Some(segment) = segments.next() {
+        // Only the last segment may be empty: `/v2/events/` keeps its slash.
+        if segment.is_empty() {
+            if segments.peek().is_some() || path == "/" {
+                return Err(TargetError::EmptySegment);
+            }
+            continue;
+        }
+        let decoded: Cow<'_, [u8]> = percent_decode_str(segment).into();
+        if decoded.contains(&b'\\') {
+            return Err(TargetError::Backslash);
+        }
+        // `%2F` decodes to `/`: `..%2Fx` is a dot segment to a decoding server.
+        if decoded
+            .split(|byte| *byte == b'/')
+            .any(|piece| piece == b"." || piece == b"..")
+        {
+            return Err(TargetError::DotSegment);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api_host() -> Url {
+        Url::parse("https://api.example.com").unwrap_or_else(|_| unreachable!())
+    }
+
+    fn target(uri: &str) -> Result<String, TargetError> {
+        let uri: Uri = uri.parse().unwrap_or_else(|_| panic!("test URI {uri}"));
+        target_url(&api_host(), &uri).map(String::from)
+    }
+
+    #[test]
+    fn paths_and_queries_pass_as_written() {
+        assert_eq!(
+            target("/api/v2/self"),
+            Ok("https://api.example.com/v2/self".to_owned())
+        );
+        assert_eq!(
+            target("/api/v4/logs/organisations/o/applications/a/logs?since=x&limit=10"),
+            Ok(
+                "https://api.example.com/v4/logs/organisations/o/applications/a/logs?since=x&limit=10"
+                    .to_owned()
+            )
+        );
+        let tricky = "a=1&a=2&b=x%26y%3Dz&c=%E2%9C%93&d=a+b&e=&A=1&a-b=2&a.b=3&a_b=4&f=x=y";
+        assert_eq!(
+            target(&format!("/api/v2/echo?{tricky}")),
+            Ok(format!("https://api.example.com/v2/echo?{tricky}"))
+        );
+        assert_eq!(
+            target("/api/v2/apps/a%2Fb/"),
+            Ok("https://api.example.com/v2/apps/a%2Fb/".to_owned()),
+            "encoded slashes stay encoded, the trailing slash stays"
+        );
+        assert_eq!(
+            target("/api/v2/self?"),
+            Ok("https://api.example.com/v2/self?".to_owned()),
+            "an empty query stays"
+        );
+    }
+
+    #[test]
+    fn the_target_keeps_the_api_port_and_scheme() {
+        let host = Url::parse("http://127.0.0.1:8123").unwrap_or_else(|_| unreachable!());
+        let uri: Uri = "/api/v2/self".parse().unwrap_or_else(|_| unreachable!());
+        assert_eq!(
+            target_url(&host, &uri).map(String::from),
+            Ok("http://127.0.0.1:8123/v2/self".to_owned())
+        );
+    }
+
+    #[test]
+    fn dot_segments_are_refused_in_every_spelling() {
+        for path in [
+            "/api/..",
+            "/api/../x",
+            "/api/v2/../../x",
+            "/api/v2/./self",
+            "/api/%2e%2e/x",
+            "/api/%2E%2E/x",
+            "/api/.%2E/x",
+            "/api/%2e./x",
+            "/api/%2e/x",
+            "/api/v2/..%2Fx",
+            "/api/v2/x%2F..%2Fy",
+            "/api/v2/x%2f..",
+        ] {
+            assert_eq!(target(path), Err(TargetError::DotSegment), "{path}");
+        }
+        // Dots inside a name are just characters.
+        assert!(target("/api/v2/a..b/.c/d.").is_ok());
+    }
+
+    #[test]
+    fn empty_segments_and_backslashes_are_refused() {
+        for path in ["/api//evil.example/x", "/api/v2//self", "/api/"] {
+            assert_eq!(target(path), Err(TargetError::EmptySegment), "{path}");
+        }
+        for path in ["/api/%5cevil/x", "/api/v2/%5C%5Cevil", "/api/v2/a%5Cb"] {
+            assert_eq!(target(path), Err(TargetError::Backslash), "{path}");
+        }
+        assert_eq!(target("/api/\\evil/x"), Err(TargetError::Backslash));
+    }
+
+    #[test]
+    fn absolute_form_and_foreign_prefixes_are_refused() {
+        assert_eq!(
+            target("http://evil.example/api/v2/self"),
+            Err(TargetError::AbsoluteForm)
+        );
+        assert_eq!(
+            target("https://api.example.com/api/v2/self"),
+            Err(TargetError::AbsoluteForm),
+            "even naming the API host itself"
+        );
+        assert_eq!(target("/apiv2/self"), Err(TargetError::NotUnderPrefix));
+        assert_eq!(target("/v2/self"), Err(TargetError::NotUnderPrefix));
+    }
+}
