@@ -72,6 +72,7 @@ function showOrganisations(summary, userId) {
     blocks.push(block);
   }
   orgsField.replaceChildren(...blocks);
+  document.getElementById("orgs-title").hidden = blocks.length === 0;
 }
 
 async function load() {

@@ -33,6 +33,9 @@ const CHROMIUM_FLAGS: &[&str] = &[
     "--disable-component-update",
     "--disable-sync",
     "--disable-dev-shm-usage",
+    // Tests talk to loopback only: any other host (an avatar on the web,
+    // say) fails to resolve instead of leaving the machine.
+    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
 ];
 
 /// Desktop window size.
