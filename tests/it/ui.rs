@@ -4,6 +4,8 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use oauth_consumer_server::session::COOKIE_NAME;
+
 use crate::support::browser::{Chrome, Page};
 use crate::support::fake_api::{FAKE_USER_ID, FAKE_USER_NAME};
 use crate::support::{ConsumerMode, FakeApi, Options, TestApp};
@@ -354,6 +356,46 @@ async fn the_pages_fit_a_phone_and_follow_the_dark_scheme() {
             light.iter().all(|(_, l)| dark.iter().all(|(_, d)| l != d)),
             "dark pages have another background: {backgrounds:?}"
         );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn failures_are_told_in_plain_words_where_they_happen() {
+    let app = TestApp::spawn().await;
+    Chrome::run("errors", app.url.clone(), |page| async move {
+        let mut app = app;
+        log_in_by_clicking(&page, &app).await;
+        page.wait_for_text("#account-name", |text| text == FAKE_USER_NAME)
+            .await;
+
+        // The API goes away: the account panel says so.
+        app.api.stop().await;
+        page.open("/").await;
+        let status = page
+            .wait_for_text("#account-status", |text| !text.is_empty())
+            .await;
+        assert!(status.contains("cannot be reached"), "{status}");
+        page.screenshot("api-down").await;
+
+        // The session ends behind the page's back: the next action says to
+        // log in again, with the way to do it.
+        page.client
+            .delete_cookie(COOKIE_NAME)
+            .await
+            .expect("delete the session cookie");
+        page.type_into("#token-name", "too late").await;
+        page.click("#token-create").await;
+        let status = page
+            .wait_for_text("#tokens-status", |text| text.contains("Log in again"))
+            .await;
+        assert!(status.contains("session has ended"), "{status}");
+        let link = page.find("#tokens-status a.login-again").await;
+        assert_eq!(
+            link.attr("href").await.expect("href"),
+            Some(format!("{}/login", app.url))
+        );
+        page.screenshot("session-ended").await;
     })
     .await;
 }
