@@ -399,3 +399,50 @@ async fn failures_are_told_in_plain_words_where_they_happen() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_dashboard_is_labelled_and_works_from_the_keyboard() {
+    let app = TestApp::spawn().await;
+    Chrome::run("keyboard", app.url.clone(), |page| async move {
+        log_in_by_clicking(&page, &app).await;
+        page.wait_for_text("#account-name", |text| text == FAKE_USER_NAME)
+            .await;
+
+        let unlabelled = page
+            .js(
+                "return [...document.querySelectorAll('button, input:not([type=hidden]), select, [role=log]')]\
+                   .filter((el) => !(el.labels?.length || el.getAttribute('aria-label') || el.textContent.trim()))\
+                   .map((el) => el.outerHTML)",
+                vec![],
+            )
+            .await;
+        assert_eq!(unlabelled, json!([]), "every control has a name");
+
+        // Tab lands on the skip link first, then the page's controls.
+        page.js("document.activeElement.blur()", vec![]).await;
+        page.find("body")
+            .await
+            .send_keys(&char::from(fantoccini::key::Key::Tab).to_string())
+            .await
+            .expect("Tab");
+        let focused = page
+            .js("return document.activeElement.className", vec![])
+            .await;
+        assert_eq!(focused, json!("skip"));
+
+        // A proxy token made with the keyboard alone: type, Enter.
+        page.type_into("#token-name", &format!("keyboard{}", char::from(fantoccini::key::Key::Enter)))
+            .await;
+        page.wait_for_text("#new-token", |text| text.starts_with("ocsp_"))
+            .await;
+        let focused = page
+            .js("return document.activeElement.dataset.copy", vec![])
+            .await;
+        assert_eq!(
+            focused,
+            json!("new-token"),
+            "focus moves to the new token's copy button"
+        );
+    })
+    .await;
+}
