@@ -314,6 +314,11 @@ async fn the_pages_fit_a_phone_and_follow_the_dark_scheme() {
     let app = visitor_app().await;
     Chrome::run("looks", app.url.clone(), |page| async move {
         log_in_by_clicking(&page, &app).await;
+        // A token in the list, to see the table too.
+        page.type_into("#token-name", "deploy bot").await;
+        page.click("#token-create").await;
+        page.wait_for_text("#token-list", |text| text.contains("deploy bot"))
+            .await;
         let mut backgrounds = Vec::new();
         for (phone, dark) in [(false, false), (false, true), (true, false), (true, true)] {
             page.emulate_phone(phone).await;
