@@ -17,6 +17,9 @@ use crate::secret::Secret;
 /// for a hex key.
 pub const MIN_SESSION_KEY_LEN: usize = 32;
 
+/// Port listened on when `PORT` is not set (and the one Clever Cloud sets).
+pub const DEFAULT_PORT: u16 = 8080;
+
 /// Every setting of the server. Each flag also reads the environment
 /// variable named in `--help`.
 #[derive(Clone, Debug, Parser)]
@@ -28,7 +31,7 @@ pub const MIN_SESSION_KEY_LEN: usize = 32;
 )]
 pub struct Config {
     /// Port to listen on (Clever Cloud sets it).
-    #[arg(long, env = "PORT", default_value_t = 8080)]
+    #[arg(long, env = "PORT", default_value_t = DEFAULT_PORT)]
     pub port: u16,
 
     /// Address to listen on.

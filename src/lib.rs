@@ -7,9 +7,13 @@
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod forwarded;
+pub mod healthcheck;
+pub mod metrics;
 pub mod oauth;
 pub mod proxy;
 pub mod secret;
+pub mod serve;
 pub mod session;
 pub mod telemetry;
 pub mod tokens;
@@ -19,6 +23,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use axum::Router;
+use axum::middleware;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -39,6 +44,18 @@ pub struct AppState {
     pub api_client: reqwest::Client,
     /// Cancelled when the server starts shutting down.
     pub shutdown: CancellationToken,
+    /// What the server counts, for `/metrics`.
+    pub metrics: Arc<metrics::Metrics>,
+    /// Proxies whose `X-Forwarded-*` headers are believed.
+    pub trusted_proxies: Arc<forwarded::TrustedProxies>,
+}
+
+/// The application: its router and the state its handlers share.
+pub struct App {
+    /// Every route, with the middleware.
+    pub router: Router,
+    /// The shared state (shutdown token, metrics, store, …).
+    pub state: AppState,
 }
 
 /// Builds the application for `config`: routes, sessions, middleware.
@@ -52,6 +69,12 @@ pub async fn app_with_shutdown(
     config: Config,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Router> {
+    Ok(build(config, shutdown).await?.router)
+}
+
+/// Builds the application and keeps its state at hand, for
+/// [`serve::serve`].
+pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Result<App> {
     // Two TLS back-ends end up linked (ring for reqwest, aws-lc for the
     // Redis client); rustls needs to be told which one to use.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -64,6 +87,10 @@ pub async fn app_with_shutdown(
         config.oauth_call_timeout(),
     )
     .context("building the HTTP client for the OAuth endpoints")?;
+    let metrics = Arc::new(metrics::Metrics::new());
+    let oauth = oauth.with_metrics(Arc::clone(&metrics));
+    let trusted_proxies = forwarded::TrustedProxies::from_config_and_env(&config.trusted_proxies)?;
+    let security_headers = Arc::new(web::security::SecurityHeaders::new(&config));
     let api_client = proxy::client(&config).context("building the proxy's HTTP client")?;
     let store = session::store(&config);
     let session_layer = session::layer(store.clone(), &config);
@@ -74,7 +101,25 @@ pub async fn app_with_shutdown(
         store,
         api_client,
         shutdown,
+        metrics,
+        trusted_proxies: Arc::new(trusted_proxies),
     };
-    let router = Router::new().merge(web::router()).merge(proxy::router());
-    Ok(router.layer(session_layer).with_state(state))
+    let router = Router::new()
+        .merge(web::router())
+        .merge(proxy::router())
+        .merge(metrics::router());
+    let router = router
+        .layer(session_layer)
+        .layer(middleware::map_response_with_state(
+            security_headers,
+            web::security::apply,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            telemetry::track,
+        ));
+    Ok(App {
+        router: router.with_state(state.clone()),
+        state,
+    })
 }

@@ -1,19 +1,40 @@
 //! The server binary: configuration, logs, then serve until told to stop.
+//! `oauth-consumer-server healthcheck` instead asks a running server's
+//! `/health` (for container health checks).
+
+use std::process::ExitCode;
 
 use anyhow::Context as _;
 use oauth_consumer_server::config::Config;
-use oauth_consumer_server::{app, telemetry};
+use oauth_consumer_server::{build, healthcheck, serve, telemetry};
+use tokio_util::sync::CancellationToken;
+
+fn main() -> anyhow::Result<ExitCode> {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|arg| arg == healthcheck::SUBCOMMAND)
+    {
+        return Ok(healthcheck::run());
+    }
+    run_server()?;
+    Ok(ExitCode::SUCCESS)
+}
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn run_server() -> anyhow::Result<()> {
     let config = Config::from_env_and_args().unwrap_or_else(|error| error.exit());
     telemetry::init(config.log_format);
     let addr = config.listen_addr();
-    let router = app(config).await?;
+    let shutdown = CancellationToken::new();
+    let app = build(config, shutdown.clone()).await?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     tracing::info!(%addr, "listening");
-    axum::serve(listener, router).await?;
+    tokio::spawn(async move {
+        serve::signal().await;
+        shutdown.cancel();
+    });
+    serve::serve(listener, app).await?;
     Ok(())
 }

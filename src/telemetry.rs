@@ -1,8 +1,31 @@
-//! Log output through `tracing`.
+//! Log output through `tracing`, and what every request leaves behind: a
+//! request id, a span around its work, one log line, its metrics.
 
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue};
+use axum::middleware::Next;
+use axum::response::Response;
+use rand::RngCore as _;
+use tracing::Instrument as _;
 use tracing_subscriber::EnvFilter;
 
+use crate::AppState;
 use crate::config::LogFormat;
+use crate::forwarded::ClientInfo;
+use crate::metrics::UNMATCHED_ROUTE;
+
+/// The header a request id comes in and goes back out with.
+pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Longest request id taken from a client.
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// Routes polled by load balancers and scrapers: logged at debug, not info,
+/// so they do not drown the rest.
+const QUIET_ROUTES: [&str; 3] = ["/health", "/ready", "/metrics"];
 
 /// Installs the global subscriber: level from `RUST_LOG` (default `info`),
 /// text or one JSON object per line.
@@ -13,4 +36,106 @@ pub fn init(format: LogFormat) {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+}
+
+/// A request's id, as a request extension for handlers that want it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestId(pub String);
+
+/// The client's id when it is sane (short, printable, no separators that
+/// could forge log structure), else a new random one.
+pub fn request_id(presented: Option<&HeaderValue>) -> RequestId {
+    let sane = presented
+        .and_then(|value| value.to_str().ok())
+        .filter(|id| {
+            (1..=MAX_REQUEST_ID_LEN).contains(&id.len())
+                && id
+                    .bytes()
+                    .all(|byte| byte.is_ascii_alphanumeric() || b"-_.:".contains(&byte))
+        });
+    RequestId(sane.map_or_else(new_request_id, str::to_owned))
+}
+
+fn new_request_id() -> String {
+    let mut bytes = [0_u8; 16];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// Middleware around every route: gives the request an id (returned in
+/// `X-Request-Id`), runs it inside a span carrying that id, then logs one
+/// line (method, route template, status, latency) and counts it.
+///
+/// Only the route template is logged, never the path or query: callback
+/// URLs carry request tokens and verifiers.
+pub async fn track(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let id = request_id(request.headers().get(&REQUEST_ID));
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or(UNMATCHED_ROUTE, MatchedPath::as_str)
+        .to_owned();
+    let method = request.method().clone();
+    let client = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| state.trusted_proxies.client(*peer, request.headers()));
+    if let Some(client) = client {
+        request.extensions_mut().insert(client);
+    }
+    request.extensions_mut().insert(id.clone());
+    let client = client
+        .as_ref()
+        .map_or_else(|| "unknown".to_owned(), ClientInfo::to_string);
+    let quiet = QUIET_ROUTES.contains(&route.as_str());
+    let span = if quiet {
+        tracing::debug_span!("request", request_id = %id.0, method = %method, route = %route, client = %client)
+    } else {
+        tracing::info_span!("request", request_id = %id.0, method = %method, route = %route, client = %client)
+    };
+
+    let mut response = next.run(request).instrument(span.clone()).await;
+
+    let latency = started.elapsed();
+    let status = response.status().as_u16();
+    let latency_ms = latency.as_secs_f64() * 1000.0;
+    span.in_scope(|| {
+        if quiet {
+            tracing::debug!(status, latency_ms, "request");
+        } else if response.status().is_server_error() {
+            tracing::warn!(status, latency_ms, "request");
+        } else {
+            tracing::info!(status, latency_ms, "request");
+        }
+    });
+    state
+        .metrics
+        .record_request(method.as_str(), &route, status, latency);
+    if let Ok(value) = HeaderValue::from_str(&id.0) {
+        response.headers_mut().insert(REQUEST_ID.clone(), value);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sane_ids_are_kept_and_others_replaced() {
+        let kept = request_id(Some(&HeaderValue::from_static("abc-123_x.y:z")));
+        assert_eq!(kept.0, "abc-123_x.y:z");
+
+        for bad in ["", "has space", "quote\"", "new\\nline", "{json}"] {
+            let value = HeaderValue::from_str(bad).unwrap_or(HeaderValue::from_static(""));
+            let replaced = request_id(Some(&value));
+            assert_ne!(replaced.0, bad);
+            assert_eq!(replaced.0.len(), 32);
+        }
+        let long = "a".repeat(MAX_REQUEST_ID_LEN + 1);
+        let value = HeaderValue::from_str(&long).unwrap_or(HeaderValue::from_static(""));
+        assert_eq!(request_id(Some(&value)).0.len(), 32);
+        assert_ne!(request_id(None).0, request_id(None).0);
+    }
 }

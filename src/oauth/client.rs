@@ -1,12 +1,14 @@
 //! The API's three OAuth endpoints: request token, authorize, access token.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use tracing::instrument;
 use url::Url;
 
 use super::signature::{Credentials, Request, Signer};
+use crate::metrics::{Metrics, UpstreamOutcome};
 use crate::secret::Secret;
 
 /// Why a token call failed, in terms the person can act on.
@@ -75,6 +77,7 @@ pub struct OAuthClient {
     http: reqwest::Client,
     api_host: Url,
     signer: Signer,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl OAuthClient {
@@ -96,7 +99,16 @@ impl OAuthClient {
             http,
             api_host,
             signer,
+            metrics: None,
         })
+    }
+
+    /// Counts every call in `metrics` (upstream `"oauth"`).
+    pub fn with_metrics(self, metrics: Arc<Metrics>) -> Self {
+        Self {
+            metrics: Some(metrics),
+            ..self
+        }
     }
 
     fn endpoint(&self, name: &str) -> Url {
@@ -171,6 +183,15 @@ impl OAuthClient {
     }
 
     async fn call(&self, request: &Request<'_>) -> Result<TokenAnswer, Status> {
+        let started = Instant::now();
+        let result = self.send(request).await;
+        if let Some(metrics) = &self.metrics {
+            metrics.record_upstream(UPSTREAM, started.elapsed(), outcome(&result));
+        }
+        result
+    }
+
+    async fn send(&self, request: &Request<'_>) -> Result<TokenAnswer, Status> {
         let response = self
             .http
             .post(request.url.clone())
@@ -200,6 +221,25 @@ impl OAuthClient {
 enum Status {
     Refused(u16),
     Other(OAuthError),
+}
+
+/// The `upstream` label of OAuth token calls.
+const UPSTREAM: &str = "oauth";
+
+/// How a token call ended, for the metrics.
+fn outcome(result: &Result<TokenAnswer, Status>) -> UpstreamOutcome {
+    match result {
+        Ok(_) => UpstreamOutcome::Status(200),
+        Err(Status::Refused(code)) => UpstreamOutcome::Status(*code),
+        Err(Status::Other(
+            OAuthError::UnexpectedStatus(code)
+            | OAuthError::ConsumerRejected(code)
+            | OAuthError::VerifierRejected(code),
+        )) => UpstreamOutcome::Status(*code),
+        Err(Status::Other(OAuthError::Timeout(_))) => UpstreamOutcome::Timeout,
+        Err(Status::Other(OAuthError::Unreachable(_))) => UpstreamOutcome::Unreachable,
+        Err(Status::Other(OAuthError::Malformed)) => UpstreamOutcome::Invalid,
+    }
 }
 
 /// Reads `oauth_token=…&oauth_token_secret=…[&expiration_date=…]`.

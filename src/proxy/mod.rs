@@ -9,6 +9,8 @@
 pub mod headers;
 pub mod target;
 
+use std::time::Instant;
+
 use axum::Router;
 use axum::body::{Body, Bytes, HttpBody as _};
 use axum::extract::{Request, State};
@@ -22,6 +24,7 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::config::Config;
 use crate::error::json_error;
+use crate::metrics::UpstreamOutcome;
 use crate::oauth::Signer;
 use crate::oauth::signature;
 
@@ -125,8 +128,13 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
+/// The `upstream` label of proxied calls in the metrics.
+const UPSTREAM: &str = "api";
+
 /// `ANY /api/{*path}`: checks the target, signs, forwards, streams back.
-#[instrument(skip_all, fields(method = %request.method(), path = request.uri().path()))]
+// No path in the span: API paths can hold secrets (`DELETE
+// /v2/self/tokens/{token}`); the request's own line names the route.
+#[instrument(skip_all, fields(method = %request.method()))]
 async fn forward(
     State(state): State<AppState>,
     caller: Caller,
@@ -171,7 +179,14 @@ async fn forward(
     if let Some(outgoing) = outgoing {
         request = request.body(outgoing);
     }
-    let answer = request.send().await.map_err(ProxyError::upstream)?;
+    let started = Instant::now();
+    let answer = request.send().await;
+    state.metrics.record_upstream(
+        UPSTREAM,
+        started.elapsed(),
+        UpstreamOutcome::of_response(&answer),
+    );
+    let answer = answer.map_err(ProxyError::upstream)?;
 
     let (mut parts, body) = http::Response::from(answer).into_parts();
     tracing::debug!(status = parts.status.as_u16(), "proxied");

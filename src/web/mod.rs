@@ -1,11 +1,12 @@
 //! Browser-facing routes: pages, the login dance, static assets, health.
 
 mod assets;
+mod health;
 mod pages;
+pub mod security;
 mod tokens;
 
 use axum::Router;
-use axum::routing::get;
 
 use crate::AppState;
 
@@ -15,5 +16,5 @@ pub fn router() -> Router<AppState> {
         .merge(pages::router())
         .merge(assets::router())
         .merge(tokens::router())
-        .route("/health", get(|| async { "ok" }))
+        .merge(health::router())
 }

@@ -256,6 +256,7 @@ async fn callback(
     Query(params): Query<CallbackParams>,
 ) -> Result<Response, DanceError> {
     let grant = dance::finish(&state.oauth, &session, &state.config, params).await?;
+    state.metrics.login();
     tracing::info!(
         user_id = grant.user_id.as_deref().unwrap_or("unknown"),
         "logged in"

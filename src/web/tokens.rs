@@ -3,7 +3,7 @@
 //! the same-origin rule of [`Caller`] for the unsafe methods.
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
@@ -75,7 +75,14 @@ async fn create(
     }
     let created = state.tokens.create(&caller.grant, name).await?;
     tracing::info!(token_id = %created.info.id, "proxy token created");
-    Ok((StatusCode::CREATED, Json(created)).into_response())
+    state.metrics.proxy_token_created();
+    // The only answer that ever holds the token: no cache may keep it.
+    Ok((
+        StatusCode::CREATED,
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(created),
+    )
+        .into_response())
 }
 
 async fn list(
@@ -94,6 +101,7 @@ async fn revoke(
     let caller = session_caller(caller)?;
     if state.tokens.revoke(&caller.grant, &id).await? {
         tracing::info!(token_id = %id, "proxy token revoked");
+        state.metrics.proxy_token_revoked();
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
         Err(TokensApiError::NotFound)

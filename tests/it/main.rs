@@ -2,8 +2,12 @@
 //! of a fake Clever Cloud API.
 
 mod dance;
+mod deploy;
 mod fake_api_dance;
 mod fake_api_vectors;
+mod lifecycle;
+mod logs;
+mod operate;
 mod proxy;
 mod support;
 mod tokens;

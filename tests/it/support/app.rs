@@ -132,21 +132,29 @@ impl TestApp {
         args.extend(options.extra_args.iter().cloned());
         let config = Config::from_args(args).expect("test configuration is valid");
         let shutdown = CancellationToken::new();
-        let router = oauth_consumer_server::app_with_shutdown(config, shutdown.clone())
+        let app = oauth_consumer_server::build(config, shutdown.clone())
             .await
             .expect("the app builds");
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, router)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await;
-        });
+        // The binary's own serve loop: connection info, graceful shutdown.
+        tokio::spawn(oauth_consumer_server::serve::serve(listener, app));
         Self {
             addr,
             url,
             api,
             options,
             shutdown,
+        }
+    }
+
+    /// A handle on a server started elsewhere (a child process) at `addr`,
+    /// for the browser helpers.
+    pub fn attach(api: FakeApi, addr: SocketAddr, options: Options) -> Self {
+        Self {
+            addr,
+            url: format!("http://{addr}"),
+            api,
+            options,
+            shutdown: CancellationToken::new(),
         }
     }
 

@@ -7,6 +7,8 @@ pub mod app;
 pub mod browser;
 #[allow(dead_code)]
 pub mod fake_api;
+#[allow(dead_code)]
+pub mod process;
 
 pub use app::{ConsumerMode, Options, TestApp, browser, element_text, location, service_client};
 pub use fake_api::{FakeApi, Mode};

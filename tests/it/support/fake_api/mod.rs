@@ -52,6 +52,8 @@ pub enum Mode {
     Garbage,
     /// Every endpoint answers 500.
     ServerError,
+    /// Every endpoint answers normally, after this many milliseconds.
+    Slow(u64),
 }
 
 type SharedState = Arc<Mutex<State>>;
@@ -231,6 +233,10 @@ async fn apply_mode(
             Refusal::unauthorized("consumer rejected").into_text_response()
         }
         Mode::Garbage if token_endpoint => axum::response::Html("<html>oops").into_response(),
+        Mode::Slow(ms) => {
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            next.run(request).await
+        }
         _ => next.run(request).await,
     }
 }

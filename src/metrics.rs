@@ -1,0 +1,368 @@
+//! Prometheus metrics: what the server counts, and `GET /metrics`.
+//!
+//! Each [`AppState`] has its own [`Metrics`] (a registry per application,
+//! not a process-wide one), so tests that run several servers in one process
+//! read exact figures. The endpoint exists only when `METRICS_TOKEN` is set,
+//! and then answers only `Authorization: Bearer <METRICS_TOKEN>`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use sha2::{Digest as _, Sha256};
+use subtle::ConstantTimeEq as _;
+
+use crate::AppState;
+use crate::auth::bearer_token;
+use crate::secret::Secret;
+
+/// Media type of the OpenMetrics text format, which Prometheus scrapes.
+const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The route label of requests that matched no route, so that scanners
+/// probing random paths cannot grow the label set without bound.
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: String,
+    route: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabels {
+    upstream: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamName {
+    upstream: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Latency buckets from 1 ms to about 33 s (doubling): page renders are
+/// milliseconds, API calls up to the OAuth call time-out.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
+}
+
+/// How one call to the Clever Cloud API ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpstreamOutcome {
+    /// The API answered with this status.
+    Status(u16),
+    /// The API did not answer in time.
+    Timeout,
+    /// The API could not be reached (connection refused, DNS, TLS, reset).
+    Unreachable,
+    /// The API answered something unusable.
+    Invalid,
+}
+
+impl UpstreamOutcome {
+    /// The `outcome` label: a status class, or what went wrong.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Status(100..=199) => "1xx",
+            Self::Status(200..=299) => "2xx",
+            Self::Status(300..=399) => "3xx",
+            Self::Status(400..=499) => "4xx",
+            Self::Status(_) => "5xx",
+            Self::Timeout => "timeout",
+            Self::Unreachable => "unreachable",
+            Self::Invalid => "invalid",
+        }
+    }
+
+    /// How an HTTP call to the API ended, up to its answer's head.
+    pub fn of_response(result: &Result<reqwest::Response, reqwest::Error>) -> Self {
+        match result {
+            Ok(response) => Self::Status(response.status().as_u16()),
+            Err(error) if error.is_timeout() => Self::Timeout,
+            Err(_) => Self::Unreachable,
+        }
+    }
+
+    /// Whether the API failed (as opposed to refusing the caller with a 4xx).
+    pub fn is_error(self) -> bool {
+        !matches!(self, Self::Status(0..=499))
+    }
+}
+
+/// Everything the server counts.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    request_duration: HistogramFamily<RouteLabels>,
+    upstream_requests: Family<UpstreamLabels, Counter>,
+    upstream_errors: Family<UpstreamLabels, Counter>,
+    upstream_duration: HistogramFamily<UpstreamName>,
+    relays_open: Gauge,
+    logins: Counter,
+    proxy_tokens_created: Counter,
+    proxy_tokens_revoked: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every metric at zero.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by method, route template and status",
+            requests.clone(),
+        );
+        let request_duration: HistogramFamily<RouteLabels> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "http_request_duration_seconds",
+            "Time to answer a request (until the response head), by route template",
+            request_duration.clone(),
+        );
+        let upstream_requests = Family::<UpstreamLabels, Counter>::default();
+        registry.register(
+            "upstream_requests",
+            "Calls to the Clever Cloud API, by upstream and outcome",
+            upstream_requests.clone(),
+        );
+        let upstream_errors = Family::<UpstreamLabels, Counter>::default();
+        registry.register(
+            "upstream_errors",
+            "Calls to the Clever Cloud API that failed (5xx, time-out, unreachable, invalid answer)",
+            upstream_errors.clone(),
+        );
+        let upstream_duration: HistogramFamily<UpstreamName> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "upstream_request_duration_seconds",
+            "Time the Clever Cloud API took to answer, by upstream",
+            upstream_duration.clone(),
+        );
+        let relays_open = Gauge::default();
+        registry.register(
+            "relays_open",
+            "WebSocket relays open right now",
+            relays_open.clone(),
+        );
+        let logins = Counter::default();
+        registry.register("logins", "Logins completed", logins.clone());
+        let proxy_tokens_created = Counter::default();
+        registry.register(
+            "proxy_tokens_created",
+            "Proxy tokens created on this instance",
+            proxy_tokens_created.clone(),
+        );
+        let proxy_tokens_revoked = Counter::default();
+        registry.register(
+            "proxy_tokens_revoked",
+            "Proxy tokens revoked on this instance",
+            proxy_tokens_revoked.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            request_duration,
+            upstream_requests,
+            upstream_errors,
+            upstream_duration,
+            relays_open,
+            logins,
+            proxy_tokens_created,
+            proxy_tokens_revoked,
+        }
+    }
+
+    /// Counts one answered request. `route` is the matched route template
+    /// (or [`UNMATCHED_ROUTE`]), never the raw path.
+    pub fn record_request(&self, method: &str, route: &str, status: u16, latency: Duration) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                method: method.to_owned(),
+                route: route.to_owned(),
+                status,
+            })
+            .inc();
+        self.request_duration
+            .get_or_create(&RouteLabels {
+                route: route.to_owned(),
+            })
+            .observe(latency.as_secs_f64());
+    }
+
+    /// Counts one call to the API: `upstream` names the kind of call
+    /// (`"oauth"`, `"api"`, `"events"`, …), `latency` runs until the answer's
+    /// head (or the failure).
+    pub fn record_upstream(
+        &self,
+        upstream: &'static str,
+        latency: Duration,
+        outcome: UpstreamOutcome,
+    ) {
+        let labels = UpstreamLabels {
+            upstream,
+            outcome: outcome.label(),
+        };
+        self.upstream_requests.get_or_create(&labels).inc();
+        if outcome.is_error() {
+            self.upstream_errors.get_or_create(&labels).inc();
+        }
+        self.upstream_duration
+            .get_or_create(&UpstreamName { upstream })
+            .observe(latency.as_secs_f64());
+    }
+
+    /// Counts a relay as open until the returned guard is dropped.
+    pub fn relay_opened(self: &Arc<Self>) -> OpenRelay {
+        self.relays_open.inc();
+        OpenRelay(Arc::clone(self))
+    }
+
+    /// How many relays are open right now.
+    pub fn relays_open(&self) -> i64 {
+        self.relays_open.get()
+    }
+
+    /// Counts a completed login.
+    pub fn login(&self) {
+        self.logins.inc();
+    }
+
+    /// Counts a proxy token created.
+    pub fn proxy_token_created(&self) {
+        self.proxy_tokens_created.inc();
+    }
+
+    /// Counts a proxy token revoked.
+    pub fn proxy_token_revoked(&self) {
+        self.proxy_tokens_revoked.inc();
+    }
+
+    /// The whole registry in the OpenMetrics text format.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut text = String::new();
+        encode(&mut text, &self.registry)?;
+        Ok(text)
+    }
+}
+
+/// A relay counted as open; dropping it counts it closed, however the relay
+/// ends (close, error, panic).
+#[derive(Debug)]
+#[must_use = "the relay counts as closed as soon as this is dropped"]
+pub struct OpenRelay(Arc<Metrics>);
+
+impl Drop for OpenRelay {
+    fn drop(&mut self) {
+        self.0.relays_open.dec();
+    }
+}
+
+/// `GET /metrics`.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/metrics", get(scrape))
+}
+
+async fn scrape(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let Some(expected) = &state.config.metrics_token else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(bearer_token);
+    if !presented.is_some_and(|token| token_matches(token, expected)) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "send Authorization: Bearer <METRICS_TOKEN>\n",
+        )
+            .into_response();
+    }
+    match state.metrics.encode() {
+        Ok(text) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response(),
+        Err(error) => {
+            tracing::error!(%error, "metrics could not be encoded");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+/// Compares digests in constant time, so neither the content nor the length
+/// of the token leaks through timing.
+fn token_matches(presented: &str, expected: &Secret) -> bool {
+    let presented = Sha256::digest(presented.as_bytes());
+    let expected = Sha256::digest(expected.expose().as_bytes());
+    presented.ct_eq(&expected).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_are_labelled_by_class_and_errors_exclude_refusals() {
+        assert_eq!(UpstreamOutcome::Status(204).label(), "2xx");
+        assert_eq!(UpstreamOutcome::Status(401).label(), "4xx");
+        assert_eq!(UpstreamOutcome::Status(503).label(), "5xx");
+        assert!(!UpstreamOutcome::Status(401).is_error());
+        assert!(UpstreamOutcome::Status(502).is_error());
+        assert!(UpstreamOutcome::Timeout.is_error());
+        assert!(UpstreamOutcome::Unreachable.is_error());
+    }
+
+    #[test]
+    fn the_text_holds_every_family_with_its_labels() -> Result<(), std::fmt::Error> {
+        let metrics = Arc::new(Metrics::new());
+        metrics.record_request("GET", "/login", 200, Duration::from_millis(3));
+        metrics.record_upstream("oauth", Duration::from_millis(40), UpstreamOutcome::Timeout);
+        metrics.login();
+        let relay = metrics.relay_opened();
+        let text = metrics.encode()?;
+        assert!(
+            text.contains(r#"http_requests_total{method="GET",route="/login",status="200"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"http_request_duration_seconds_count{route="/login"} 1"#));
+        assert!(text.contains(r#"upstream_errors_total{upstream="oauth",outcome="timeout"} 1"#));
+        assert!(text.contains("logins_total 1"));
+        assert!(text.contains("relays_open 1"));
+        drop(relay);
+        assert_eq!(metrics.relays_open(), 0);
+        Ok(())
+    }
+
+    #[test]
+    fn tokens_are_compared_whole() {
+        let expected = Secret::new("s3cret-metrics-token");
+        assert!(token_matches("s3cret-metrics-token", &expected));
+        assert!(!token_matches("s3cret-metrics-toke", &expected));
+        assert!(!token_matches("", &expected));
+    }
+}
