@@ -1,10 +1,13 @@
 //! Static files, compiled into the binary so it is the whole app.
 
+use std::sync::OnceLock;
+
 use axum::Router;
 use axum::extract::Path;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use sha2::{Digest as _, Sha256};
 
 use crate::AppState;
 
@@ -43,24 +46,56 @@ const fn asset(name: &'static str, content_type: &'static str, body: &'static st
     }
 }
 
-fn find(name: &str) -> Option<&'static Asset> {
-    ASSETS.iter().find(|asset| asset.name == name)
+fn find(name: &str) -> Option<(usize, &'static Asset)> {
+    ASSETS
+        .iter()
+        .enumerate()
+        .find(|(_, asset)| asset.name == name)
 }
 
-async fn serve(Path(name): Path<String>) -> Response {
-    let Some(asset) = find(&name) else {
+/// Each asset's entity tag: a hash of its body, computed once.
+fn etag(index: usize) -> &'static str {
+    static ETAGS: OnceLock<Vec<String>> = OnceLock::new();
+    let etags = ETAGS.get_or_init(|| {
+        ASSETS
+            .iter()
+            .map(|asset| {
+                let digest = Sha256::digest(asset.body.as_bytes());
+                let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+                format!("\"{hex}\"")
+            })
+            .collect()
+    });
+    etags.get(index).map_or("", String::as_str)
+}
+
+/// Whether `If-None-Match` names `etag` (or `*`).
+fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(|tag| tag.trim().trim_start_matches("W/"))
+        .any(|tag| tag == etag || tag == "*")
+}
+
+async fn serve(Path(name): Path<String>, request: HeaderMap) -> Response {
+    let Some((index, asset)) = find(&name) else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    (
-        [
-            (header::CONTENT_TYPE, asset.content_type),
-            // Short: the modules import each other, and a deploy should not
-            // leave a browser mixing old and new ones for long.
-            (header::CACHE_CONTROL, "public, max-age=300"),
-        ],
-        asset.body,
-    )
-        .into_response()
+    let etag = etag(index);
+    // Revalidated on every use: the modules import each other, and after a
+    // deploy a browser must not mix cached old ones with new ones.
+    let headers = [
+        (header::CONTENT_TYPE, asset.content_type),
+        (header::CACHE_CONTROL, "no-cache"),
+        (header::ETAG, etag),
+    ];
+    if not_modified(&request, etag) {
+        return (StatusCode::NOT_MODIFIED, headers).into_response();
+    }
+    (headers, asset.body).into_response()
 }
 
 /// `/static/{name}`.
@@ -89,5 +124,20 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_cached_copy_is_revalidated_by_its_entity_tag() {
+        let tag = etag(0);
+        assert!(tag.starts_with('"') && tag.len() == 26, "{tag}");
+        assert_ne!(tag, etag(1), "each body has its own tag");
+        let mut headers = HeaderMap::new();
+        assert!(!not_modified(&headers, tag));
+        headers.insert(
+            header::IF_NONE_MATCH,
+            format!("\"other\", W/{tag}").parse().expect("header value"),
+        );
+        assert!(not_modified(&headers, tag));
+        assert!(!not_modified(&headers, etag(1)));
     }
 }
