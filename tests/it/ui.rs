@@ -402,6 +402,14 @@ async fn failures_are_told_in_plain_words_where_they_happen() {
             Some(format!("{}/login", app.url))
         );
         page.screenshot("session-ended").await;
+
+        // A login that went wrong ends on a page that says what to do.
+        page.open("/callback?oauth_token=unknown&oauth_verifier=unknown")
+            .await;
+        let title = page.text("h1").await;
+        assert!(!title.is_empty());
+        page.find("main a.button[href='/login']").await;
+        page.screenshot("login-failed").await;
     })
     .await;
 }
