@@ -4,6 +4,7 @@
 //! names the variable (and never echoes a secret).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::builder::TypedValueParser as _;
@@ -95,6 +96,24 @@ pub struct Config {
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<Secret>,
 
+    /// Redis host, used with REDIS_PORT and REDIS_PASSWORD when REDIS_URL is
+    /// unset (Clever Cloud's Redis add-on sets all four).
+    #[arg(long, env = "REDIS_HOST")]
+    pub redis_host: Option<String>,
+
+    /// Redis port, with REDIS_HOST (default 6379).
+    #[arg(long, env = "REDIS_PORT")]
+    pub redis_port: Option<u16>,
+
+    /// Redis password, with REDIS_HOST.
+    #[arg(long, env = "REDIS_PASSWORD", hide_env_values = true)]
+    pub redis_password: Option<Secret>,
+
+    /// PEM file of the CA certificates trusted for rediss:// instead of the
+    /// system's (a private CA, a self-signed Redis).
+    #[arg(long, env = "REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
+
     /// Largest WebSocket message (bytes) a relay carries.
     #[arg(long, env = "RELAY_MAX_MESSAGE_BYTES", default_value_t = 1024 * 1024)]
     pub relay_max_message_bytes: usize,
@@ -154,15 +173,31 @@ pub enum ConfigError {
     /// API_HOST has a path, query or fragment.
     #[error("API_HOST must be an origin like https://api.clever-cloud.com, without path or query")]
     ApiHostWithPath,
+    /// REDIS_URL (never echoed: it holds the password) is not a Redis URL.
+    #[error("REDIS_URL must be a redis:// or rediss:// URL with a host")]
+    NotRedis,
+    /// REDIS_HOST does not make a URL.
+    #[error("REDIS_HOST must be a host name or an IP address")]
+    BadRedisHost,
+    /// Redis without a shared key: instances could not read each other's
+    /// cookies nor decrypt each other's records.
+    #[error(
+        "REDIS_URL needs SESSION_KEY: instances sharing Redis must share the key that reads their cookies and decrypts the stored secrets (generate one with `openssl rand -hex 32`)"
+    )]
+    RedisWithoutSessionKey,
 }
 
 impl Config {
     /// Reads the command line and the environment, then checks the result.
     pub fn from_env_and_args() -> Result<Self, clap::Error> {
         let config = Self::try_parse()?;
-        config
-            .validate()
-            .map_err(|error| clap::Error::raw(clap::error::ErrorKind::ValueValidation, error))
+        config.validate().map_err(|error| {
+            // clap prints a raw message as is: end the line.
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("{error}\n"),
+            )
+        })
     }
 
     /// Parses an explicit argument list (tests, subcommands); the
@@ -175,8 +210,9 @@ impl Config {
         Ok(Self::try_parse_from(args)?.validate()?)
     }
 
-    /// Checks what clap cannot: pairs, lengths, URL shapes.
-    pub fn validate(self) -> Result<Self, ConfigError> {
+    /// Checks what clap cannot: pairs, lengths, URL shapes. Fills
+    /// `redis_url` from `REDIS_HOST`/`PORT`/`PASSWORD` when it is unset.
+    pub fn validate(mut self) -> Result<Self, ConfigError> {
         if self.oauth_consumer_key.is_some() != self.oauth_consumer_secret.is_some() {
             return Err(ConfigError::HalfConsumer);
         }
@@ -199,6 +235,20 @@ impl Config {
             && !matches!(app_url.scheme(), "http" | "https")
         {
             return Err(ConfigError::NotHttp("APP_URL"));
+        }
+        if self.redis_url.is_none()
+            && let Some(host) = &self.redis_host
+        {
+            let url = redis_url_from_parts(host, self.redis_port, self.redis_password.as_ref())?;
+            self.redis_url = Some(url);
+        }
+        if let Some(url) = &self.redis_url {
+            if !crate::session::is_redis_url(url.expose()) {
+                return Err(ConfigError::NotRedis);
+            }
+            if self.session_key.is_none() {
+                return Err(ConfigError::RedisWithoutSessionKey);
+            }
         }
         Ok(self)
     }
@@ -269,6 +319,24 @@ impl Config {
     pub fn oauth_call_timeout(&self) -> Duration {
         Duration::from_secs(self.oauth_call_timeout_secs)
     }
+}
+
+/// `redis://:PASSWORD@HOST:PORT`, the password percent-encoded.
+fn redis_url_from_parts(
+    host: &str,
+    port: Option<u16>,
+    password: Option<&Secret>,
+) -> Result<Secret, ConfigError> {
+    let mut url = Url::parse("redis://localhost").map_err(|_| ConfigError::BadRedisHost)?;
+    url.set_host(Some(host))
+        .map_err(|_| ConfigError::BadRedisHost)?;
+    url.set_port(Some(port.unwrap_or(6379)))
+        .map_err(|_| ConfigError::BadRedisHost)?;
+    if let Some(password) = password {
+        url.set_password(Some(password.expose()))
+            .map_err(|_| ConfigError::BadRedisHost)?;
+    }
+    Ok(Secret::new(url.to_string()))
 }
 
 impl clap::builder::ValueParserFactory for Secret {
@@ -353,5 +421,74 @@ mod tests {
             .err()
             .map(|e| e.to_string());
         assert!(api.unwrap_or_default().contains("API_HOST"));
+
+        let redis = parse(&["--redis-url", "http://:hunter2@redis.example"])
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(redis.contains("REDIS_URL"), "{redis}");
+        assert!(!redis.contains("hunter2"), "{redis}");
+    }
+
+    const KEY: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn redis_needs_the_session_key() -> anyhow::Result<()> {
+        let missing = parse(&["--redis-url", "redis://:hunter2@127.0.0.1:6380"])
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(missing.contains("REDIS_URL"), "{missing}");
+        assert!(missing.contains("SESSION_KEY"), "{missing}");
+        assert!(!missing.contains("hunter2"), "{missing}");
+
+        let config = parse(&[
+            "--redis-url",
+            "rediss://u:p@redis.example:6380/2",
+            "--session-key",
+            KEY,
+        ])?;
+        assert!(config.redis_url.is_some());
+        assert!(parse(&["--redis-host", "redis.example"]).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn clever_cloud_redis_variables_make_the_url() -> anyhow::Result<()> {
+        let config = parse(&[
+            "--redis-host",
+            "bxyz-redis.services.clever-cloud.com",
+            "--redis-port",
+            "3042",
+            "--redis-password",
+            "p@ss:w/rd",
+            "--session-key",
+            KEY,
+        ])?;
+        let url = config.redis_url.map(|url| url.expose().to_owned());
+        assert_eq!(
+            url.as_deref(),
+            Some("redis://:p%40ss%3Aw%2Frd@bxyz-redis.services.clever-cloud.com:3042")
+        );
+
+        let explicit = parse(&[
+            "--redis-url",
+            "redis://:a@first.example:1",
+            "--redis-host",
+            "second.example",
+            "--session-key",
+            KEY,
+        ])?;
+        let url = explicit.redis_url.map(|url| url.expose().to_owned());
+        assert_eq!(
+            url.as_deref(),
+            Some("redis://:a@first.example:1"),
+            "REDIS_URL wins"
+        );
+
+        let no_port = parse(&["--redis-host", "10.0.0.7", "--session-key", KEY])?;
+        let url = no_port.redis_url.map(|url| url.expose().to_owned());
+        assert_eq!(url.as_deref(), Some("redis://10.0.0.7:6379"));
+        Ok(())
     }
 }

@@ -59,13 +59,18 @@ pub fn json_error(status: StatusCode, message: impl Into<String>) -> Response {
 impl IntoResponse for SessionError {
     fn into_response(self) -> Response {
         tracing::error!(error = %self, "session store failed");
-        ErrorPage::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Sessions are unavailable",
-            "The server cannot reach its session store right now. Try again in a minute.",
-        )
-        .into_response()
+        store_unavailable_page()
     }
+}
+
+/// The 503 page of a session store that cannot be reached.
+pub fn store_unavailable_page() -> Response {
+    ErrorPage::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Sessions are unavailable",
+        "The server cannot reach its session store right now. Try again in a minute.",
+    )
+    .into_response()
 }
 
 impl IntoResponse for DanceError {

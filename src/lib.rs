@@ -75,8 +75,8 @@ pub async fn app_with_shutdown(
 /// Builds the application and keeps its state at hand, for
 /// [`serve::serve`].
 pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Result<App> {
-    // Two TLS back-ends end up linked (ring for reqwest, aws-lc for the
-    // Redis client); rustls needs to be told which one to use.
+    // rustls needs one process-wide crypto provider, chosen explicitly in
+    // case a dependency links a second one.
     let _ = rustls::crypto::ring::default_provider().install_default();
 
     let signer = Signer::new(config.oauth_signature_method);
@@ -92,7 +92,9 @@ pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let trusted_proxies = forwarded::TrustedProxies::from_config_and_env(&config.trusted_proxies)?;
     let security_headers = Arc::new(web::security::SecurityHeaders::new(&config));
     let api_client = proxy::client(&config).context("building the proxy's HTTP client")?;
-    let store = session::store(&config);
+    let store = session::store(&config)
+        .await
+        .context("setting up the session store")?;
     let session_layer = session::layer(store.clone(), &config);
     let state = AppState {
         config: Arc::new(config),
@@ -110,6 +112,7 @@ pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         .merge(metrics::router());
     let router = router
         .layer(session_layer)
+        .layer(middleware::from_fn(session::answer_store_failures))
         .layer(middleware::map_response_with_state(
             security_headers,
             web::security::apply,

@@ -361,7 +361,7 @@ fn single_field_record<T: Serialize>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::{Consumer, MemoryStore};
+    use crate::session::{Consumer, MemoryStore, SealingKey};
 
     fn grant(user: &str) -> AccessGrant {
         AccessGrant {
@@ -374,7 +374,7 @@ mod tests {
     }
 
     fn tokens() -> ProxyTokens {
-        ProxyTokens::new(Store::new(MemoryStore::default()))
+        ProxyTokens::new(Store::new(MemoryStore::default(), &SealingKey::random()))
     }
 
     #[tokio::test]

@@ -10,6 +10,8 @@ use tokio::sync::Mutex;
 use tower_sessions::session::{Id, Record};
 use tower_sessions::session_store::{self, ExpiredDeletion, SessionStore};
 
+use super::store::Backend;
+
 /// Sessions in this process's memory: lost on restart, not shared between
 /// instances.
 #[derive(Clone, Debug, Default)]
@@ -59,6 +61,13 @@ impl SessionStore for MemoryStore {
     async fn delete(&self, id: &Id) -> session_store::Result<()> {
         self.records.lock().await.remove(id);
         Ok(())
+    }
+}
+
+#[async_trait]
+impl Backend for MemoryStore {
+    async fn is_available(&self) -> bool {
+        true
     }
 }
 

@@ -1,13 +1,18 @@
 //! Server-side sessions: the store, the cookie, and typed access to what a
 //! session holds.
 
+mod encrypted;
 mod memory;
+mod redis;
 mod store;
 
 use std::time::Duration;
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRequestParts, Request};
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse as _, Response};
 use rand::RngCore as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha512};
@@ -15,10 +20,14 @@ use tower_sessions::cookie::{Key, SameSite};
 use tower_sessions::session_store::ExpiredDeletion as _;
 use tower_sessions::{Expiry, Session, SessionManagerLayer, SessionStore};
 
+pub use encrypted::{Sealed, SealingKey};
 pub use memory::MemoryStore;
-pub use store::Store;
+pub use redis::{KEY_PREFIX as REDIS_KEY_PREFIX, RedisSetupError, RedisStore, is_redis_url};
+pub use store::{Backend, Store};
 
+use crate::auth::AuthError;
 use crate::config::Config;
+use crate::error::store_unavailable_page;
 use crate::oauth::Credentials;
 use crate::secret::Secret;
 
@@ -29,6 +38,11 @@ pub const COOKIE_NAME: &str = "ocs_session";
 const PENDING_LOGIN_KEY: &str = "oauth.pending_login";
 const ACCESS_KEY: &str = "oauth.access";
 const CSRF_KEY: &str = "web.csrf";
+const TOUCHED_KEY: &str = "web.touched_at";
+
+/// Longest an active session goes without being saved again (which pushes
+/// its expiry back).
+const KEEP_ALIVE_PERIOD: time::Duration = time::Duration::minutes(1);
 
 /// How often expired sessions are swept out of the embedded store.
 const EXPIRED_SWEEP_PERIOD: Duration = Duration::from_secs(60);
@@ -158,9 +172,33 @@ impl AppSession {
         Ok(())
     }
 
-    /// The access grant of a logged-in session.
+    /// The access grant of a logged-in session; using it keeps the session
+    /// alive.
     pub async fn access(&self) -> Result<Option<AccessGrant>, SessionError> {
-        Ok(self.0.get(ACCESS_KEY).await?)
+        let grant = self.0.get(ACCESS_KEY).await?;
+        if grant.is_some() {
+            self.keep_alive().await?;
+        }
+        Ok(grant)
+    }
+
+    /// The session layer saves a session, and so moves its inactivity
+    /// expiry (the Redis TTL), only when the session changed: reading is not
+    /// activity to it. An active session is changed once per period (a
+    /// minute, or half the idle time when shorter), so it lasts while it is
+    /// used, for one store write a minute.
+    async fn keep_alive(&self) -> Result<(), SessionError> {
+        let Some(Expiry::OnInactivity(idle)) = self.0.expiry() else {
+            return Ok(());
+        };
+        let half: time::Duration = idle / 2;
+        let period = half.min(KEEP_ALIVE_PERIOD).whole_seconds();
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let touched: Option<i64> = self.0.get(TOUCHED_KEY).await?;
+        if touched.is_none_or(|at| now - at >= period) {
+            self.0.insert(TOUCHED_KEY, now).await?;
+        }
+        Ok(())
     }
 
     /// Ends the session: the record is deleted and the cookie cleared.
@@ -208,9 +246,18 @@ pub fn layer<S: SessionStore + Clone>(
         .with_private(cookie_key(config))
 }
 
-/// The store `config` asks for. The embedded one comes with a background
-/// task deleting expired sessions.
-pub fn store(_config: &Config) -> Store {
+/// The store `config` asks for: Redis when `REDIS_URL` is set, else memory
+/// with a background task deleting expired sessions. Records are sealed
+/// with a key derived from `SESSION_KEY`, or a random one for this process.
+pub async fn store(config: &Config) -> Result<Store, RedisSetupError> {
+    let key = match &config.session_key {
+        Some(session_key) => SealingKey::derive(session_key),
+        None => SealingKey::random(),
+    };
+    if let Some(url) = &config.redis_url {
+        let redis = RedisStore::connect(url, config.redis_ca_file.as_deref()).await?;
+        return Ok(Store::new(redis, &key));
+    }
     tracing::warn!(
         "sessions are kept in memory: they are lost on restart and not shared between instances (set REDIS_URL to share them)"
     );
@@ -220,5 +267,126 @@ pub fn store(_config: &Config) -> Store {
             .clone()
             .continuously_delete_expired(EXPIRED_SWEEP_PERIOD),
     );
-    Store::new(memory)
+    Ok(Store::new(memory, &key))
+}
+
+/// Middleware around the session layer: when the store fails as the layer
+/// saves a session (after the handler ran), the layer answers a bare 500;
+/// this answers the same 503 as any other store failure instead, a page for
+/// browsers and JSON for programs.
+pub async fn answer_store_failures(request: Request, next: Next) -> Response {
+    let wants_page = accepts_html(request.headers());
+    let (response, store_failed) = store::watch_failures(next.run(request)).await;
+    if store_failed && response.status() == StatusCode::INTERNAL_SERVER_ERROR {
+        return if wants_page {
+            store_unavailable_page()
+        } else {
+            AuthError::Unavailable.into_response()
+        };
+    }
+    response
+}
+
+/// Whether the client reads HTML (a browser navigating) rather than JSON.
+fn accepts_html(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|accept| accept.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"))
+}
+
+#[cfg(test)]
+mod tests {
+    use async_trait::async_trait;
+    use axum::Router;
+    use axum::routing::get;
+    use tower_sessions::session::{Id, Record};
+    use tower_sessions::session_store;
+
+    use super::*;
+
+    /// A backend that reads nothing and cannot write: the store going away
+    /// between a handler's reads and the session layer's save.
+    #[derive(Debug)]
+    struct WriteFails;
+
+    #[async_trait]
+    impl SessionStore for WriteFails {
+        async fn create(&self, _: &mut Record) -> session_store::Result<()> {
+            Err(session_store::Error::Backend("down".to_owned()))
+        }
+        async fn save(&self, _: &Record) -> session_store::Result<()> {
+            Err(session_store::Error::Backend("down".to_owned()))
+        }
+        async fn load(&self, _: &Id) -> session_store::Result<Option<Record>> {
+            Ok(None)
+        }
+        async fn delete(&self, _: &Id) -> session_store::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[async_trait]
+    impl Backend for WriteFails {
+        async fn is_available(&self) -> bool {
+            false
+        }
+    }
+
+    async fn serve(with_middleware: bool) -> String {
+        let config = Config::from_args(["test"]).unwrap_or_else(|e| panic!("{e}"));
+        let store = Store::new(WriteFails, &SealingKey::random());
+        let mut router = Router::new()
+            .route(
+                "/",
+                get(|session: Session| async move {
+                    let _ = session.insert("k", "v").await;
+                    "saved?"
+                }),
+            )
+            .layer(layer(store, &config));
+        if with_middleware {
+            router = router.layer(axum::middleware::from_fn(answer_store_failures));
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        format!("http://{addr}/")
+    }
+
+    async fn get_with_accept(url: &str, accept: &str) -> (reqwest::StatusCode, String) {
+        let response = reqwest::Client::new()
+            .get(url)
+            .header("accept", accept)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let status = response.status();
+        (status, response.text().await.unwrap_or_default())
+    }
+
+    #[tokio::test]
+    async fn a_failed_save_answers_503_rather_than_a_bare_500() {
+        let bare = serve(false).await;
+        let (status, body) = get_with_accept(&bare, "*/*").await;
+        assert_eq!(status, 500, "what the session layer does on its own");
+        assert!(body.is_empty());
+
+        let url = serve(true).await;
+        let (status, body) = get_with_accept(&url, "text/html,*/*;q=0.8").await;
+        assert_eq!(status, 503);
+        assert!(body.contains("Sessions are unavailable"), "{body}");
+
+        let (status, body) = get_with_accept(&url, "application/json").await;
+        assert_eq!(status, 503);
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        assert!(
+            json["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("session store")),
+            "{body}"
+        );
+    }
 }

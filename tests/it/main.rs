@@ -9,6 +9,7 @@ mod lifecycle;
 mod logs;
 mod operate;
 mod proxy;
+mod redis;
 mod support;
 mod tokens;
 mod ui;

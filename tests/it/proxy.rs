@@ -532,7 +532,7 @@ async fn auth_failures_never_reach_the_api() {
 #[tokio::test]
 async fn an_unreachable_api_gives_502_and_a_silent_one_504() {
     // Arrange: one server whose API goes down, one whose API hangs.
-    let mut down = TestApp::spawn().await;
+    let down = TestApp::spawn().await;
     let down_browser = down.logged_in_browser().await;
     down.api.stop().await;
     let slow = TestApp::spawn_with(Options {

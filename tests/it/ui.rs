@@ -370,7 +370,6 @@ async fn the_pages_fit_a_phone_and_follow_the_dark_scheme() {
 async fn failures_are_told_in_plain_words_where_they_happen() {
     let app = TestApp::spawn().await;
     Chrome::run("errors", app.url.clone(), |page| async move {
-        let mut app = app;
         log_in_by_clicking(&page, &app).await;
         page.wait_for_text("#account-name", |text| text == FAKE_USER_NAME)
             .await;

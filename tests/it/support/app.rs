@@ -2,6 +2,7 @@
 //! cookie-keeping client that acts like a person's browser.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use oauth_consumer_server::config::Config;
 use reqwest::header::LOCATION;
@@ -47,8 +48,9 @@ pub struct TestApp {
     pub addr: SocketAddr,
     /// `http://127.0.0.1:PORT` (no trailing slash).
     pub url: String,
-    /// The fake Clever Cloud API the server talks to.
-    pub api: FakeApi,
+    /// The fake Clever Cloud API the server talks to (shared by the
+    /// instances of a multi-instance test).
+    pub api: Arc<FakeApi>,
     /// How the server was started.
     pub options: Options,
     shutdown: CancellationToken,
@@ -102,9 +104,20 @@ impl TestApp {
         Self::spawn_against(api, &api_url, options).await
     }
 
+    /// Another instance in front of the same fake API, set up with
+    /// `options` (give it the same store settings to share sessions).
+    pub async fn spawn_beside(&self, options: Options) -> Self {
+        Self::spawn_against(self.api.clone(), &self.api.url(), options).await
+    }
+
     /// A server in front of `api`, reaching it at `api_url` (which may be a
     /// closed port, to play an unreachable API).
-    pub async fn spawn_against(api: FakeApi, api_url: &str, options: Options) -> Self {
+    pub async fn spawn_against(
+        api: impl Into<Arc<FakeApi>>,
+        api_url: &str,
+        options: Options,
+    ) -> Self {
+        let api = api.into();
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind a loopback port");
@@ -152,7 +165,7 @@ impl TestApp {
         Self {
             addr,
             url: format!("http://{addr}"),
-            api,
+            api: Arc::new(api),
             options,
             shutdown: CancellationToken::new(),
         }

@@ -9,6 +9,8 @@ pub mod browser;
 pub mod fake_api;
 #[allow(dead_code)]
 pub mod process;
+#[allow(dead_code)]
+pub mod redis;
 
 pub use app::{ConsumerMode, Options, TestApp, browser, element_text, location, service_client};
 pub use fake_api::{FakeApi, Mode};

@@ -73,7 +73,9 @@ fn unix_now() -> i64 {
 pub struct FakeApi {
     addr: SocketAddr,
     state: SharedState,
-    server: JoinHandle<()>,
+    /// `None` once stopped; behind a lock so that a fake shared by several
+    /// servers under test can be stopped through a shared reference.
+    server: tokio::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
 impl FakeApi {
@@ -98,7 +100,7 @@ impl FakeApi {
         Self {
             addr,
             state,
-            server,
+            server: tokio::sync::Mutex::new(Some(server)),
         }
     }
 
@@ -114,9 +116,11 @@ impl FakeApi {
 
     /// Stops serving and closes the listening socket, to play an API that
     /// is down (connections already open stay open).
-    pub async fn stop(&mut self) {
-        self.server.abort();
-        let _ = (&mut self.server).await;
+    pub async fn stop(&self) {
+        if let Some(server) = self.server.lock().await.take() {
+            server.abort();
+            let _ = server.await;
+        }
     }
 
     /// Changes how the fake answers from the next request on.
@@ -168,7 +172,9 @@ impl FakeApi {
 
 impl Drop for FakeApi {
     fn drop(&mut self) {
-        self.server.abort();
+        if let Some(server) = self.server.get_mut() {
+            server.abort();
+        }
     }
 }
 
