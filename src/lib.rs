@@ -12,6 +12,7 @@ pub mod healthcheck;
 pub mod metrics;
 pub mod oauth;
 pub mod proxy;
+pub mod relay;
 pub mod secret;
 pub mod serve;
 pub mod session;
@@ -48,6 +49,8 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     /// Proxies whose `X-Forwarded-*` headers are believed.
     pub trusted_proxies: Arc<forwarded::TrustedProxies>,
+    /// The open WebSocket relays.
+    pub relays: Arc<relay::RelayRegistry>,
 }
 
 /// The application: its router and the state its handlers share.
@@ -105,10 +108,12 @@ pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         shutdown,
         metrics,
         trusted_proxies: Arc::new(trusted_proxies),
+        relays: Arc::default(),
     };
     let router = Router::new()
         .merge(web::router())
         .merge(proxy::router())
+        .merge(relay::router())
         .merge(metrics::router());
     let router = router
         .layer(session_layer)

@@ -10,6 +10,7 @@ mod logs;
 mod operate;
 mod proxy;
 mod redis;
+mod relay;
 mod support;
 mod tokens;
 mod ui;

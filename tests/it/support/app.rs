@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use oauth_consumer_server::config::Config;
+use oauth_consumer_server::relay::RelayRegistry;
 use reqwest::header::LOCATION;
 use reqwest::{Client, Response, StatusCode};
 use tokio::net::TcpListener;
@@ -53,6 +54,8 @@ pub struct TestApp {
     pub api: Arc<FakeApi>,
     /// How the server was started.
     pub options: Options,
+    /// The server's open relays (none for an attached server).
+    relays: Option<Arc<RelayRegistry>>,
     shutdown: CancellationToken,
 }
 
@@ -148,6 +151,7 @@ impl TestApp {
         let app = oauth_consumer_server::build(config, shutdown.clone())
             .await
             .expect("the app builds");
+        let relays = Some(app.state.relays.clone());
         // The binary's own serve loop: connection info, graceful shutdown.
         tokio::spawn(oauth_consumer_server::serve::serve(listener, app));
         Self {
@@ -155,6 +159,7 @@ impl TestApp {
             url,
             api,
             options,
+            relays,
             shutdown,
         }
     }
@@ -167,8 +172,39 @@ impl TestApp {
             url: format!("http://{addr}"),
             api: Arc::new(api),
             options,
+            relays: None,
             shutdown: CancellationToken::new(),
         }
+    }
+
+    /// The server's open relays (only for a server spawned in this process).
+    pub fn relays(&self) -> &RelayRegistry {
+        self.relays
+            .as_deref()
+            .expect("the relays of a server in another process are out of reach")
+    }
+
+    /// Starts the server's shutdown, as SIGTERM would.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// A new browser, logged in, and its session's `Cookie` header value
+    /// (for clients that cannot share reqwest's cookie jar, like WebSockets).
+    pub async fn logged_in_browser_and_cookie(&self) -> (Client, String) {
+        let jar = Arc::new(reqwest::cookie::Jar::default());
+        let client = Client::builder()
+            .cookie_provider(jar.clone())
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .build()
+            .expect("test client builds");
+        self.log_in(&client).await;
+        let url = self.url.parse().expect("the server's URL parses");
+        let cookie = reqwest::cookie::CookieStore::cookies(jar.as_ref(), &url)
+            .expect("the logged-in browser has a session cookie");
+        let cookie = cookie.to_str().expect("cookies are ASCII").to_owned();
+        (client, cookie)
     }
 
     /// `self.url` + `path`.

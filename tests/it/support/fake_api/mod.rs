@@ -5,6 +5,7 @@
 
 mod api;
 mod dance;
+mod sockets;
 mod state;
 pub mod verify;
 
@@ -22,6 +23,7 @@ use futures_util::TryStreamExt as _;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+pub use sockets::{AUTH_FAILED_CLOSE, FakeSocket};
 pub use state::{IssuedToken, PendingRequestToken, RecordedRequest};
 use state::{Refusal, State};
 use verify::{RequestParts, SignedRequest};
@@ -163,6 +165,43 @@ impl FakeApi {
         lock(&self.state).request_tokens().to_vec()
     }
 
+    /// New real-time sockets send a heartbeat ping every `period`
+    /// (`None`: never, the default).
+    pub fn set_heartbeat_interval(&self, period: Option<std::time::Duration>) {
+        lock(&self.state).socket_settings.heartbeat = period;
+    }
+
+    /// New real-time sockets refuse every OAuth message (error 2001, close
+    /// 4001), as for a revoked token.
+    pub fn refuse_socket_auth(&self, refuse: bool) {
+        lock(&self.state).socket_settings.refuse_auth = refuse;
+    }
+
+    /// The real-time sockets accepted so far, oldest first.
+    pub fn sockets(&self) -> Vec<FakeSocket> {
+        lock(&self.state).sockets.clone()
+    }
+
+    /// The `index`-th real-time socket, waiting (at most 20 s) for it to be
+    /// opened and authenticated (or refused).
+    pub async fn socket(&self, index: usize) -> FakeSocket {
+        let opened = sockets::wait_for(|| {
+            lock(&self.state)
+                .sockets
+                .get(index)
+                .is_some_and(|socket| socket.auth().is_some())
+        })
+        .await;
+        assert!(opened, "fake API: socket {index} never authenticated");
+        self.sockets()[index].clone()
+    }
+
+    /// Waits (at most 20 s) until `condition` holds on the fake; `false` if
+    /// it never did.
+    pub async fn wait_until(&self, condition: impl Fn(&Self) -> bool) -> bool {
+        sockets::wait_for(|| condition(self)).await
+    }
+
     /// The byte at `index` of any `/download` answer.
     pub fn download_byte(index: u64) -> u8 {
         // 251 is prime, so the pattern does not line up with chunk sizes.
@@ -181,6 +220,7 @@ impl Drop for FakeApi {
 fn router(state: SharedState) -> Router {
     Router::new()
         .merge(dance::router())
+        .merge(sockets::router())
         .merge(api::router(state.clone()))
         .layer(middleware::from_fn_with_state(state.clone(), apply_mode))
         .layer(middleware::from_fn_with_state(state.clone(), record))

@@ -134,6 +134,10 @@ pub(super) struct State {
     /// `(consumer key, token, timestamp, nonce)` already seen.
     nonces: HashSet<(String, String, String, String)>,
     pub requests: Vec<RecordedRequest>,
+    /// Real-time sockets accepted, oldest first.
+    pub sockets: Vec<super::sockets::FakeSocket>,
+    /// How new real-time sockets behave.
+    pub socket_settings: super::sockets::SocketSettings,
 }
 
 impl State {

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Relay benchmark: messages/s and round-trip latency through the relay vs
+# straight to an API stub, and the server's memory per idle relay.
+#
+#   bash bench/relay.sh [MESSAGES] [IDLE_COUNTS]
+#
+# Defaults: a 200,000-message flood; idle relays at 1000 and 9900 (10,000
+# relays need 20,000 sockets in the server, past a 20,000 open-files hard
+# limit: set IDLE_COUNTS=1000,10000 where the limit allows).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+messages=${1:-200000}
+idle_counts=${2:-1000,9900}
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+stub_port=${STUB_PORT:-$(free_port)}
+server_port=${SERVER_PORT:-$(free_port)}
+
+# Each idle relay holds two sockets in the server, one in the client, one in the stub.
+ulimit -n "$(ulimit -Hn)"
+
+cargo build --release --quiet --bin oauth-consumer-server --example bench_relay
+
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+target/release/examples/bench_relay stub "127.0.0.1:$stub_port" &
+pids+=($!)
+PORT=$server_port HOST=127.0.0.1 APP_URL="http://127.0.0.1:$server_port/" \
+  API_HOST="http://127.0.0.1:$stub_port" \
+  OAUTH_CONSUMER_KEY=bench OAUTH_CONSUMER_SECRET=bench-secret \
+  RELAY_MAX_PER_CALLER=100000 RUST_LOG=warn \
+  target/release/oauth-consumer-server &
+server_pid=$!
+pids+=("$server_pid")
+
+for _ in $(seq 50); do
+  curl -fs "http://127.0.0.1:$server_port/health" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+
+target/release/examples/bench_relay run "http://127.0.0.1:$server_port" \
+  "http://127.0.0.1:$stub_port" "$server_pid" "$messages" "$idle_counts"

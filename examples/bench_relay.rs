@@ -1,0 +1,327 @@
+//! Relay benchmark, driven by `bench/relay.sh`.
+//!
+//! `bench_relay stub ADDR` serves a stub of the API on ADDR: the OAuth token
+//! endpoints (any signature accepted) and an events socket that says
+//! `socket_ready`, floods on request (`{"flood":N,"size":S}`) and echoes
+//! everything else.
+//!
+//! `bench_relay run SERVER_URL STUB_URL SERVER_PID MESSAGES IDLE_COUNTS` logs
+//! in to the server (whose API is the stub), then measures:
+//! - the server's memory per idle relay (RSS of SERVER_PID, delta / count)
+//!   at each of IDLE_COUNTS (comma-separated, ascending);
+//! - messages per second of a MESSAGES-message flood, and the round-trip
+//!   latency of small messages (p50, p99), through the relay and straight
+//!   to the stub with the same client.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use axum::Router;
+use axum::extract::ws::{Message as AxumMessage, WebSocket, WebSocketUpgrade};
+use axum::routing::{get, post};
+use futures_util::{SinkExt as _, StreamExt as _, stream};
+use reqwest::cookie::{CookieStore as _, Jar};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::{Message, http};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Size of the flood's messages, about an event's.
+const MESSAGE_BYTES: usize = 200;
+/// Round trips timed for the latency figures.
+const LATENCY_SAMPLES: usize = 2_000;
+/// Floods through each path, alternating.
+const ROUNDS: usize = 5;
+/// Relays opened at once while building up the idle ones.
+const OPENING_CONCURRENCY: usize = 100;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["stub", addr] => stub(addr).await,
+        ["run", server, stub, pid, messages, idle] => {
+            let idle = idle
+                .split(',')
+                .map(str::parse)
+                .collect::<Result<Vec<usize>, _>>()
+                .context("IDLE_COUNTS: comma-separated numbers")?;
+            run(server, stub, pid.parse()?, messages.parse()?, &idle).await
+        }
+        _ => bail!(
+            "usage: bench_relay stub ADDR | bench_relay run SERVER_URL STUB_URL SERVER_PID MESSAGES IDLE_COUNTS"
+        ),
+    }
+}
+
+// ---- The API stub ----
+
+async fn stub(addr: &str) -> anyhow::Result<()> {
+    let app = Router::new()
+        .route(
+            "/v2/oauth/request_token",
+            post(|| async { "oauth_token=rt&oauth_token_secret=rs&oauth_callback_confirmed=true" }),
+        )
+        .route(
+            "/v2/oauth/access_token",
+            post(|| async {
+                "oauth_token=at&oauth_token_secret=as&expiration_date=2099-01-01T00%3A00%3A00Z"
+            }),
+        )
+        .route(
+            "/v2/events/event-socket",
+            get(|upgrade: WebSocketUpgrade| async move {
+                upgrade
+                    .read_buffer_size(8 * 1024)
+                    .write_buffer_size(8 * 1024)
+                    .on_upgrade(serve_socket)
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+async fn serve_socket(mut socket: WebSocket) {
+    // The OAuth message comes first; the stub trusts it.
+    if !matches!(socket.recv().await, Some(Ok(AxumMessage::Text(_)))) {
+        return;
+    }
+    if socket
+        .send(AxumMessage::text(r#"{"message_type":"socket_ready"}"#))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    while let Some(Ok(message)) = socket.recv().await {
+        let AxumMessage::Text(text) = message else {
+            continue;
+        };
+        let request: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let sent = match (request["flood"].as_u64(), request["size"].as_u64()) {
+            (Some(count), Some(size)) => flood(&mut socket, count, size).await,
+            _ => socket.send(AxumMessage::Text(text)).await.is_ok(),
+        };
+        if !sent {
+            return;
+        }
+    }
+}
+
+async fn flood(socket: &mut WebSocket, count: u64, size: u64) -> bool {
+    let pad = "x".repeat(usize::try_from(size).unwrap_or(0).saturating_sub(20));
+    for n in 0..count {
+        let text = format!(r#"{{"n":{n},"pad":"{pad}"}}"#);
+        if socket.feed(AxumMessage::text(text)).await.is_err() {
+            return false;
+        }
+    }
+    socket.flush().await.is_ok()
+}
+
+// ---- The client ----
+
+/// Where a client connects, and with which headers.
+struct Target {
+    url: String,
+    headers: Vec<(&'static str, String)>,
+    /// Whether the client must send the OAuth message (straight to the stub).
+    sends_auth: bool,
+}
+
+impl Target {
+    async fn open(&self) -> anyhow::Result<Socket> {
+        let mut request = self.url.as_str().into_client_request()?;
+        for (name, value) in &self.headers {
+            request
+                .headers_mut()
+                .insert(*name, HeaderValue::from_str(value)?);
+        }
+        let (mut socket, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .with_context(|| format!("connecting to {}", self.url))?;
+        if self.sends_auth {
+            socket
+                .send(Message::text(
+                    r#"{"message_type":"oauth","authorization":"OAuth stub"}"#,
+                ))
+                .await?;
+        }
+        match socket.next().await {
+            Some(Ok(Message::Text(text))) if text.contains("socket_ready") => Ok(socket),
+            other => bail!("expected socket_ready, got {other:?}"),
+        }
+    }
+}
+
+async fn run(
+    server: &str,
+    stub: &str,
+    server_pid: u32,
+    messages: u64,
+    idle_counts: &[usize],
+) -> anyhow::Result<()> {
+    let cookie = log_in(server).await?;
+    let relayed = Target {
+        url: format!("{}/ws/events", server.replacen("http", "ws", 1)),
+        headers: vec![("cookie", cookie), ("origin", server.to_owned())],
+        sends_auth: false,
+    };
+    let direct = Target {
+        url: format!("{}/v2/events/event-socket", stub.replacen("http", "ws", 1)),
+        headers: Vec::new(),
+        sends_auth: true,
+    };
+
+    // Memory first, on a server that has not yet relayed a flood.
+    drop(relayed.open().await?);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let baseline = rss_kib(server_pid)?;
+    let mut idle = Vec::new();
+    for &count in idle_counts {
+        let more = count.saturating_sub(idle.len());
+        let opened: Vec<anyhow::Result<Socket>> = stream::iter(0..more)
+            .map(|_| relayed.open())
+            .buffer_unordered(OPENING_CONCURRENCY)
+            .collect()
+            .await;
+        for socket in opened {
+            idle.push(socket?);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let grown = rss_kib(server_pid)?.saturating_sub(baseline);
+        println!(
+            "idle relays: {count:>6}  server RSS +{grown} KiB  = {:.1} KiB per relay",
+            grown as f64 / count as f64
+        );
+    }
+    drop(idle);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // Direct and relayed runs alternate, so that the machine's other load
+    // weighs on both alike; the best of each is kept.
+    let mut best = [0.0_f64; 2];
+    for _ in 0..ROUNDS {
+        for (index, target) in [&direct, &relayed].into_iter().enumerate() {
+            best[index] = best[index].max(flood_rate(target, messages).await?);
+        }
+    }
+    for (index, (name, target)) in [("direct", &direct), ("relay", &relayed)]
+        .into_iter()
+        .enumerate()
+    {
+        let (p50, p99) = latency(target).await?;
+        println!(
+            "{name:>6}: {:>9.0} messages/s ({messages} x {MESSAGE_BYTES} B, best of {ROUNDS})  round trip p50 {p50:?}  p99 {p99:?}",
+            best[index]
+        );
+    }
+    println!("relay / direct rate: {:.2}", best[1] / best[0]);
+    Ok(())
+}
+
+/// Messages per second of one flood of `messages` messages.
+async fn flood_rate(target: &Target, messages: u64) -> anyhow::Result<f64> {
+    let mut socket = target.open().await?;
+    let started = Instant::now();
+    socket
+        .send(Message::text(
+            json!({ "flood": messages, "size": MESSAGE_BYTES }).to_string(),
+        ))
+        .await?;
+    for expected in 0..messages {
+        let Some(Ok(Message::Text(text))) = socket.next().await else {
+            bail!("the flood broke off at {expected}");
+        };
+        if expected + 1 == messages && !text.starts_with(&format!(r#"{{"n":{expected},"#)) {
+            bail!("the flood's last message is out of order");
+        }
+    }
+    let rate = messages as f64 / started.elapsed().as_secs_f64();
+    let _ = socket.close(None).await;
+    Ok(rate)
+}
+
+/// Round trips of small messages, one at a time: (p50, p99).
+async fn latency(target: &Target) -> anyhow::Result<(Duration, Duration)> {
+    let mut socket = target.open().await?;
+    let mut samples = Vec::with_capacity(LATENCY_SAMPLES);
+    for n in 0..LATENCY_SAMPLES {
+        let started = Instant::now();
+        socket
+            .send(Message::text(json!({ "ping": n }).to_string()))
+            .await?;
+        let Some(Ok(Message::Text(_))) = socket.next().await else {
+            bail!("no echo");
+        };
+        samples.push(started.elapsed());
+    }
+    let _ = socket.close(None).await;
+    samples.sort();
+    Ok((
+        samples[samples.len() / 2],
+        samples[samples.len() * 99 / 100],
+    ))
+}
+
+/// Logs in to the server (whose API is the stub) and returns the session's
+/// `Cookie` header.
+async fn log_in(server: &str) -> anyhow::Result<String> {
+    let jar = Arc::new(Jar::default());
+    let client = reqwest::Client::builder()
+        .cookie_provider(jar.clone())
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()?;
+    let page = client
+        .get(format!("{server}/login"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let marker = r#"name="csrf" value=""#;
+    let start = page.find(marker).context("no CSRF field on /login")? + marker.len();
+    let csrf = &page[start..start + page[start..].find('"').context("CSRF value")?];
+    let started = client
+        .post(format!("{server}/login"))
+        .form(&[("csrf", csrf)])
+        .send()
+        .await?;
+    if started.status() != http::StatusCode::SEE_OTHER {
+        bail!("POST /login answered {}", started.status());
+    }
+    let finished = client
+        .get(format!(
+            "{server}/callback?oauth_token=rt&oauth_verifier=v&user=bench"
+        ))
+        .send()
+        .await?;
+    if finished.status() != http::StatusCode::SEE_OTHER {
+        bail!("GET /callback answered {}", finished.status());
+    }
+    let cookie = jar
+        .cookies(&server.parse()?)
+        .context("no session cookie after login")?;
+    Ok(cookie.to_str()?.to_owned())
+}
+
+/// Resident memory of process `pid`, in KiB.
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("VmRSS")
+}

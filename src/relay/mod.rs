@@ -1,0 +1,204 @@
+//! WebSocket relays of the API's real-time streams: `GET /ws/events` and
+//! `GET /ws/logs/{app_id}`.
+//!
+//! The caller authenticates as for the proxy (session cookie from our own
+//! origin, or a bearer proxy token). The relay opens the API's socket and
+//! sends the signed OAuth message *before* accepting the client's upgrade,
+//! so an unreachable API answers 502 rather than a socket that dies. It
+//! then accepts the upgrade at once, without waiting for the API's
+//! `socket_ready`: a refusal of the OAuth message arrives as an error
+//! message, which is forwarded before the client is closed with 1008.
+
+pub mod pump;
+mod registry;
+pub mod upstream;
+
+use axum::Router;
+use axum::extract::ws::{WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+pub use pump::{Close, End, Frame, Limits, Pump};
+pub use registry::{CallerKey, RelayRegistry, RelaySlot};
+use upstream::{Target, UpstreamSocket};
+
+use crate::AppState;
+use crate::auth::{AuthError, Caller, Credential, same_origin};
+use crate::config::Config;
+use crate::error::json_error;
+
+/// Read buffer of each socket of a relay. Small, since it is allocated up
+/// front for every open relay; a flood is read in several gulps instead.
+const READ_BUFFER_BYTES: usize = 8 * 1024;
+/// Bytes gathered before a socket writes them out (a flush writes sooner).
+const WRITE_BUFFER_BYTES: usize = 8 * 1024;
+
+/// The relay routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/ws/events", get(events))
+        .route("/ws/logs/{app_id}", get(logs))
+}
+
+/// Why a relay could not be opened. Answers JSON before the upgrade.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// Not authenticated, or a cross-site cookie.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// The application id is not a plain path segment.
+    #[error(
+        "the application id must be a plain path segment (letters, digits, `-`, `_`, `.`, `~`)"
+    )]
+    BadAppId,
+    /// The caller already holds its share of relays.
+    #[error("too many relays open at once for this caller (at most {0}); close one first")]
+    TooMany(usize),
+    /// The session's consumer is the operator's, which is not configured
+    /// any more.
+    #[error("the consumer this login was made with is no longer configured; log in again")]
+    NoConsumer,
+    /// `API_HOST` cannot make a socket URL (validated at start, so unlikely).
+    #[error("the server's API_HOST cannot be turned into a WebSocket URL")]
+    BadApiHost,
+    /// The API did not accept the connection.
+    #[error("the Clever Cloud API is unreachable; try again in a moment")]
+    Unreachable(#[source] Box<tokio_tungstenite::tungstenite::Error>),
+    /// The API answered the WebSocket handshake with an HTTP error.
+    #[error("the Clever Cloud API refused the WebSocket (HTTP {0}); try again later")]
+    Refused(StatusCode),
+    /// The API did not complete the handshake in time.
+    #[error("the Clever Cloud API did not answer in time; try again in a moment")]
+    Timeout,
+}
+
+impl IntoResponse for RelayError {
+    fn into_response(self) -> Response {
+        let status = match self {
+            Self::Auth(error) => return error.into_response(),
+            Self::BadAppId => StatusCode::BAD_REQUEST,
+            Self::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::NoConsumer => StatusCode::UNAUTHORIZED,
+            Self::BadApiHost => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Unreachable(_) | Self::Refused(_) => StatusCode::BAD_GATEWAY,
+            Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        };
+        if status.is_server_error() {
+            let cause = std::error::Error::source(&self).map(ToString::to_string);
+            tracing::warn!(error = %self, ?cause, "relay not opened");
+        }
+        json_error(status, self.to_string())
+    }
+}
+
+async fn events(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, RelayError> {
+    open(state, caller, &headers, upgrade, Target::Events).await
+}
+
+async fn logs(
+    State(state): State<AppState>,
+    Path(app_id): Path<String>,
+    RawQuery(query): RawQuery,
+    caller: Caller,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, RelayError> {
+    let target = Target::logs(app_id, query)?;
+    open(state, caller, &headers, upgrade, target).await
+}
+
+/// Checks the caller, opens the API's socket, then accepts the upgrade and
+/// relays in one task.
+async fn open(
+    state: AppState,
+    caller: Caller,
+    headers: &HeaderMap,
+    upgrade: WebSocketUpgrade,
+    target: Target,
+) -> Result<Response, RelayError> {
+    let config = &state.config;
+    // `Caller` lets a GET through without the same-origin proof; an upgrade
+    // with a cookie needs it, or any site could open the person's streams.
+    if caller.credential == Credential::Session && !same_origin(headers, &config.app_origin()) {
+        return Err(AuthError::CrossOrigin.into());
+    }
+    let consumer = caller
+        .grant
+        .consumer
+        .credentials(config)
+        .ok_or(RelayError::NoConsumer)?;
+    let slot = state
+        .relays
+        .acquire(CallerKey::of(&caller), config.relay_max_per_caller)
+        .ok_or(RelayError::TooMany(config.relay_max_per_caller))?;
+    let upstream = upstream::connect(
+        config,
+        socket_config(config),
+        &target,
+        &consumer,
+        &caller.grant.token_credentials(),
+    )
+    .await?;
+    tracing::info!(stream = target.kind(), "relay opened");
+    let gauge = state.metrics.relay_opened();
+
+    let limits = limits(config);
+    let shutdown = state.shutdown.clone();
+    let upgrade = upgrade
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        .max_message_size(config.relay_max_message_bytes)
+        .max_frame_size(config.relay_max_message_bytes);
+    Ok(upgrade.on_upgrade(move |client| async move {
+        relay(client, upstream, slot, limits, shutdown).await;
+        drop(gauge);
+    }))
+}
+
+/// Relays until either side ends it or the server shuts down, then closes
+/// both. The slot is released last, once nothing is left open.
+async fn relay(
+    client: WebSocket,
+    upstream: UpstreamSocket,
+    slot: RelaySlot,
+    limits: Limits,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut pump = Pump::new(client, upstream, limits, slot.registry().clone());
+    let end = tokio::select! {
+        biased;
+        () = shutdown.cancelled() => End::Shutdown,
+        end = pump.run() => end,
+    };
+    tracing::info!(?end, "relay closing");
+    pump.finish(&end).await;
+    drop(slot);
+}
+
+/// The API socket's settings: small buffers, the message limit.
+fn socket_config(config: &Config) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        .max_message_size(Some(config.relay_max_message_bytes))
+        .max_frame_size(Some(config.relay_max_message_bytes))
+}
+
+/// The queues' and timer's limits. Each queue holds at most
+/// `RELAY_QUEUE_MESSAGES` messages and, past one message, about
+/// `RELAY_MAX_MESSAGE_BYTES` bytes.
+fn limits(config: &Config) -> Limits {
+    Limits {
+        queue_messages: config.relay_queue_messages.max(1),
+        queue_bytes: config.relay_max_message_bytes.max(1),
+        idle: std::time::Duration::from_secs(config.relay_idle_timeout_secs.max(1)),
+    }
+}
