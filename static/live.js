@@ -100,8 +100,9 @@ export class LiveSocket {
       this.socket = null;
       if (openedAt !== null && Date.now() - openedAt >= STABLE_MS) this.attempt = 0;
       if (event.code === POLICY_VIOLATION || event.code === AUTH_FAILED) {
-        const why = event.reason ? ` (${event.reason})` : "";
-        showState(this.status, "login", `The Clever Cloud API refused your token${why}.`);
+        showState(this.status, "login", "The Clever Cloud API refused your token.");
+        // The relay's own words, for whoever wants the detail.
+        if (event.reason) this.status.title = event.reason;
         this.stopped = true;
         return;
       }

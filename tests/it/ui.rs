@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use oauth_consumer_server::session::COOKIE_NAME;
 
 use crate::support::browser::{Chrome, Page};
-use crate::support::fake_api::{FAKE_USER_ID, FAKE_USER_NAME};
+use crate::support::fake_api::{FAKE_USER_ID, FAKE_USER_NAME, FakeSocket};
 use crate::support::{ConsumerMode, FakeApi, Options, TestApp};
 
 /// Logs in the way a person does: the login button, the API's authorize
@@ -456,6 +456,179 @@ async fn the_dashboard_is_labelled_and_works_from_the_keyboard() {
             json!("new-token"),
             "focus moves to the new token's copy button"
         );
+    })
+    .await;
+}
+
+/// The fake summary's first application.
+const HELLO_APP: &str = "app_11111111-1111-1111-1111-111111111111";
+
+/// The `n`-th socket the fake API opened on `path`, once authenticated.
+async fn upstream_socket(app: &TestApp, path: &str, n: usize) -> FakeSocket {
+    let opened = app
+        .api
+        .wait_until(|api| {
+            api.sockets()
+                .iter()
+                .filter(|socket| socket.path == path && socket.auth().is_some())
+                .count()
+                > n
+        })
+        .await;
+    assert!(opened, "no socket {n} on {path}");
+    app.api
+        .sockets()
+        .into_iter()
+        .filter(|socket| socket.path == path)
+        .nth(n)
+        .expect("the socket just seen")
+}
+
+#[tokio::test]
+async fn live_events_appear_newest_first_with_their_application() {
+    let app = TestApp::spawn().await;
+    Chrome::run("events", app.url.clone(), |page| async move {
+        log_in_by_clicking(&page, &app).await;
+        // Application names come from the summary.
+        page.wait_for_text("#account-orgs", |text| text.contains("hello-world"))
+            .await;
+        page.wait_for_text("#events-status", |text| text == "Live")
+            .await;
+        let socket = upstream_socket(&app, "/v2/events/event-socket", 0).await;
+
+        socket.send_event("DEPLOYMENT_ACTION_BEGIN", &json!({ "appId": HELLO_APP }));
+        socket.send_event("DEPLOYMENT_SUCCESS", &json!({ "id": HELLO_APP }));
+
+        page.wait_for_js(
+            "two events on the page",
+            "return document.querySelectorAll('#event-list li.event').length === 2",
+        )
+        .await;
+        let shown = page
+            .js(
+                "return [...document.querySelectorAll('#event-list li.event')]\
+                   .map((li) => [li.dataset.event, li.querySelector('.event-app').textContent, \
+                                 li.querySelector('time').getAttribute('datetime')])",
+                vec![],
+            )
+            .await;
+        let shown = shown.as_array().expect("a list");
+        assert_eq!(shown[0][0], "DEPLOYMENT_SUCCESS", "newest first");
+        assert_eq!(shown[1][0], "DEPLOYMENT_ACTION_BEGIN");
+        assert!(shown.iter().all(|event| event[1] == "hello-world"));
+        assert!(
+            shown
+                .iter()
+                .all(|event| event[2].as_str().is_some_and(|date| date.starts_with("20"))),
+            "each event has its date: {shown:?}"
+        );
+        assert!(
+            page.text("#event-list")
+                .await
+                .contains("Deployment success")
+        );
+        page.screenshot("events").await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn live_logs_stream_pause_clear_and_survive_an_upstream_close() {
+    let app = TestApp::spawn().await;
+    Chrome::run("logs", app.url.clone(), |page| async move {
+        let logs_path = format!("/v2/logs/logs-socket/{HELLO_APP}");
+        log_in_by_clicking(&page, &app).await;
+        page.find(&format!("#logs-app option[value='{HELLO_APP}']"))
+            .await;
+        page.find("#logs-app")
+            .await
+            .select_by_value(HELLO_APP)
+            .await
+            .expect("pick hello-world");
+        page.wait_for_text("#logs-status", |text| text == "Live")
+            .await;
+        let first = upstream_socket(&app, &logs_path, 0).await;
+        assert_eq!(first.raw_query, None, "a first connection starts live");
+
+        // Lines stream in.
+        first.send_log_line("first line");
+        first.send_log_line("second line");
+        page.wait_for_text("#log-lines", |text| text.contains("second line"))
+            .await;
+
+        // Paused, lines wait; resumed, they show.
+        page.click("#logs-pause").await;
+        first.send_log_line("while paused");
+        page.wait_for_text("#logs-pause", |text| text == "Resume (1 new)")
+            .await;
+        assert!(!page.text("#log-lines").await.contains("while paused"));
+        page.click("#logs-pause").await;
+        page.wait_for_text("#log-lines", |text| text.contains("while paused"))
+            .await;
+
+        // The upstream drops: the page reconnects, resuming from the last
+        // line's time, and shows what comes next (and nothing twice).
+        first.close(4002, "forced close");
+        page.wait_for_text("#logs-status", |text| text.contains("Reconnecting"))
+            .await;
+        let second = upstream_socket(&app, &logs_path, 1).await;
+        let query = second.raw_query.clone().unwrap_or_default();
+        let since: Vec<(String, String)> =
+            serde_urlencoded::from_str(&query).expect("a query string");
+        assert!(
+            since
+                .iter()
+                .any(|(name, value)| name == "since" && value.starts_with("20")),
+            "resumes from the last line's time: {query}"
+        );
+        page.wait_for_text("#logs-status", |text| text == "Live")
+            .await;
+        second.send_log_line("after the reconnection");
+        let text = page
+            .wait_for_text("#log-lines", |text| text.contains("after the reconnection"))
+            .await;
+        assert_eq!(text.matches("first line").count(), 1, "{text}");
+        assert_eq!(
+            page.find("#logs-status")
+                .await
+                .attr("data-connections")
+                .await
+                .expect("attr"),
+            Some("2".to_owned())
+        );
+        page.screenshot("streaming").await;
+
+        page.click("#logs-clear").await;
+        page.wait_for_text("#log-lines", str::is_empty).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_live_panel_refused_by_the_api_says_to_log_in_again_and_stops_retrying() {
+    let app = TestApp::spawn().await;
+    app.api.refuse_socket_auth(true);
+    Chrome::run("events-refused", app.url.clone(), |page| async move {
+        log_in_by_clicking(&page, &app).await;
+
+        let status = page
+            .wait_for_text("#events-status", |text| text.contains("Log in again"))
+            .await;
+
+        assert!(status.contains("refused your token"), "{status}");
+        let link = page.find("#events-status a.login-again").await;
+        assert_eq!(
+            link.attr("href").await.expect("href"),
+            Some(format!("{}/login", app.url))
+        );
+        let refused = app
+            .api
+            .sockets()
+            .iter()
+            .filter(|socket| socket.path == "/v2/events/event-socket")
+            .count();
+        assert_eq!(refused, 1, "no retry after a refusal");
+        page.screenshot("refused").await;
     })
     .await;
 }
