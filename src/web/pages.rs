@@ -6,7 +6,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 use crate::error::{ErrorPage, render};
@@ -28,12 +28,13 @@ pub fn router() -> Router<AppState> {
 struct LoginPage {
     csrf: String,
     operator_consumer: bool,
+    app_url: String,
     callback_url: String,
 }
 
 #[derive(Template)]
-#[template(path = "credentials.html")]
-struct CredentialsPage {
+#[template(path = "dashboard.html")]
+struct DashboardPage {
     csrf: String,
     consumer_key: String,
     consumer_secret: Option<String>,
@@ -42,33 +43,113 @@ struct CredentialsPage {
     expiration_date: Option<String>,
     user_id: Option<String>,
     snippets: Option<Snippets>,
+    /// A call through our proxy with a proxy token: works whoever's consumer
+    /// obtained the tokens.
+    curl: String,
 }
+
+/// The API host clever-tools uses unless told otherwise.
+const CLEVER_TOOLS_API_HOST: &str = "https://api.clever-cloud.com";
 
 /// Ready-to-paste uses of the tokens, offered only when the visitor typed
 /// the consumer secret (the operator's stays on the server).
 struct Snippets {
     clever_login: String,
     env_lines: String,
+    config_file: String,
+}
+
+/// What the snippets are made of.
+struct SnippetInput<'a> {
+    consumer_key: &'a str,
+    consumer_secret: &'a str,
+    grant: &'a AccessGrant,
+    /// The API the tokens belong to, without a trailing slash.
+    api_host: &'a str,
 }
 
 impl Snippets {
-    fn new(consumer_key: &str, consumer_secret: &str, grant: &AccessGrant) -> Self {
-        let [key, secret, token, token_secret] = [
-            consumer_key,
-            consumer_secret,
-            grant.token.as_str(),
-            grant.secret.expose(),
+    fn new(input: &SnippetInput<'_>) -> Self {
+        let [key, secret, token, token_secret, api_host] = [
+            input.consumer_key,
+            input.consumer_secret,
+            input.grant.token.as_str(),
+            input.grant.secret.expose(),
+            input.api_host,
         ]
         .map(shell_quote);
+        // clever-tools talks to its default API unless told otherwise.
+        let custom_api = input.api_host != CLEVER_TOOLS_API_HOST;
+        let mut clever_login = format!(
+            "clever login --token {token} --secret {token_secret} \\\n  --oauth-consumer-key {key} --oauth-consumer-secret {secret}"
+        );
+        let mut env_lines = format!(
+            "CLEVER_TOKEN={token}\nCLEVER_SECRET={token_secret}\nOAUTH_CONSUMER_KEY={key}\nOAUTH_CONSUMER_SECRET={secret}"
+        );
+        if custom_api {
+            clever_login.push_str(&format!(" \\\n  --api-host {api_host}"));
+            env_lines.push_str(&format!("\nAPI_HOST={api_host}"));
+        }
         Self {
-            clever_login: format!(
-                "clever login --token {token} --secret {token_secret} \\\n  --oauth-consumer-key {key} --oauth-consumer-secret {secret}"
-            ),
-            env_lines: format!(
-                "CLEVER_TOKEN={token}\nCLEVER_SECRET={token_secret}\nOAUTH_CONSUMER_KEY={key}\nOAUTH_CONSUMER_SECRET={secret}"
-            ),
+            clever_login,
+            env_lines,
+            config_file: clever_tools_config(input, custom_api),
         }
     }
+}
+
+/// The clever-tools configuration file (`~/.config/clever-cloud/clever-tools.json`):
+/// format version 1, one `default` profile whose `overrides` name the
+/// consumer, since the tokens only work with the consumer that obtained them.
+fn clever_tools_config(input: &SnippetInput<'_>, custom_api: bool) -> String {
+    #[derive(Serialize)]
+    struct File<'a> {
+        version: u8,
+        profiles: [Profile<'a>; 1],
+    }
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Profile<'a> {
+        alias: &'a str,
+        token: &'a str,
+        secret: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        expiration_date: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        user_id: Option<&'a str>,
+        overrides: Overrides<'a>,
+    }
+    #[derive(Serialize)]
+    #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+    struct Overrides<'a> {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        api_host: Option<&'a str>,
+        oauth_consumer_key: &'a str,
+        oauth_consumer_secret: &'a str,
+    }
+
+    let file = File {
+        version: 1,
+        profiles: [Profile {
+            alias: "default",
+            token: &input.grant.token,
+            secret: input.grant.secret.expose(),
+            expiration_date: input.grant.expiration_date.as_deref(),
+            user_id: input.grant.user_id.as_deref(),
+            overrides: Overrides {
+                api_host: custom_api.then_some(input.api_host),
+                oauth_consumer_key: input.consumer_key,
+                oauth_consumer_secret: input.consumer_secret,
+            },
+        }],
+    };
+    // Plain strings and numbers: serialising cannot fail.
+    serde_json::to_string_pretty(&file).unwrap_or_default()
+}
+
+/// `curl` through our proxy, with a proxy token in `$PROXY_TOKEN`.
+fn proxy_curl(app_url: &str) -> String {
+    format!("curl -H \"Authorization: Bearer $PROXY_TOKEN\" {app_url}api/v2/self")
 }
 
 /// Quotes a value for a POSIX shell, only when it needs it.
@@ -104,10 +185,16 @@ async fn home(
             None,
         ),
     };
-    let snippets = consumer_secret
-        .as_deref()
-        .map(|secret| Snippets::new(&consumer_key, secret, &grant));
-    let page = CredentialsPage {
+    let api_host = state.config.api_host.as_str().trim_end_matches('/');
+    let snippets = consumer_secret.as_deref().map(|consumer_secret| {
+        Snippets::new(&SnippetInput {
+            consumer_key: &consumer_key,
+            consumer_secret,
+            grant: &grant,
+            api_host,
+        })
+    });
+    let page = DashboardPage {
         csrf,
         consumer_key,
         consumer_secret,
@@ -116,6 +203,7 @@ async fn home(
         expiration_date: grant.expiration_date.clone(),
         user_id: grant.user_id.clone(),
         snippets,
+        curl: proxy_curl(state.config.app_url().as_str()),
     };
     Ok(no_store(render(StatusCode::OK, &page)))
 }
@@ -127,6 +215,7 @@ async fn login_page(
     let page = LoginPage {
         csrf: session.csrf_token().await?,
         operator_consumer: state.config.operator_consumer().is_some(),
+        app_url: state.config.app_url().to_string(),
         callback_url: state.config.callback_url().to_string(),
     };
     Ok(no_store(render(StatusCode::OK, &page)))
@@ -212,5 +301,75 @@ mod tests {
         assert_eq!(shell_quote("a b"), "'a b'");
         assert_eq!(shell_quote("it's"), r"'it'\''s'");
         assert_eq!(shell_quote(""), "''");
+    }
+
+    fn grant() -> AccessGrant {
+        AccessGrant {
+            token: "tok".into(),
+            secret: Secret::new("tok secret"),
+            consumer: Consumer::Operator,
+            user_id: Some("user_1".into()),
+            expiration_date: Some("2027-02-23T20:06:34Z".into()),
+        }
+    }
+
+    #[test]
+    fn snippets_carry_the_consumer_and_the_api_host_only_when_it_is_not_the_default() {
+        let grant = grant();
+        let input = SnippetInput {
+            consumer_key: "ck",
+            consumer_secret: "c&s",
+            grant: &grant,
+            api_host: CLEVER_TOOLS_API_HOST,
+        };
+        let default_api = Snippets::new(&input);
+        assert_eq!(
+            default_api.clever_login,
+            "clever login --token tok --secret 'tok secret' \\\n  --oauth-consumer-key ck --oauth-consumer-secret 'c&s'"
+        );
+        assert!(!default_api.env_lines.contains("API_HOST"));
+        assert!(!default_api.config_file.contains("API_HOST"));
+
+        let custom_api = Snippets::new(&SnippetInput {
+            api_host: "http://127.0.0.1:9",
+            ..input
+        });
+        assert!(
+            custom_api
+                .clever_login
+                .ends_with("--api-host http://127.0.0.1:9")
+        );
+        assert!(
+            custom_api
+                .env_lines
+                .ends_with("\nAPI_HOST=http://127.0.0.1:9")
+        );
+    }
+
+    #[test]
+    fn the_config_file_is_a_clever_tools_profile_with_consumer_overrides() {
+        let grant = grant();
+        let input = SnippetInput {
+            consumer_key: "ck",
+            consumer_secret: "cs",
+            grant: &grant,
+            api_host: CLEVER_TOOLS_API_HOST,
+        };
+        let file: serde_json::Value =
+            serde_json::from_str(&clever_tools_config(&input, false)).expect("valid JSON");
+        assert_eq!(
+            file,
+            serde_json::json!({
+                "version": 1,
+                "profiles": [{
+                    "alias": "default",
+                    "token": "tok",
+                    "secret": "tok secret",
+                    "expirationDate": "2027-02-23T20:06:34Z",
+                    "userId": "user_1",
+                    "overrides": {"OAUTH_CONSUMER_KEY": "ck", "OAUTH_CONSUMER_SECRET": "cs"},
+                }],
+            })
+        );
     }
 }

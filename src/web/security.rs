@@ -34,6 +34,8 @@ impl SecurityHeaders {
 
 /// The Content-Security-Policy of our pages.
 ///
+/// `img-src` also allows `https:`: the account panel shows the avatar
+/// `/v2/self` names, which lives on another host (images cannot run code).
 /// `connect-src` names our WebSocket origin as well as `'self'`: CSP level 3
 /// lets `'self'` cover `ws:`/`wss:` on the same host, but older browsers
 /// (Safari before 15.4) did not.
@@ -52,7 +54,7 @@ pub fn content_security_policy(config: &Config) -> String {
         .unwrap_or_default();
     let api_origin = config.api_host.origin().ascii_serialization();
     format!(
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' https:; \
          connect-src 'self' {websocket_origin}; form-action 'self' {api_origin}; \
          frame-ancestors 'none'; base-uri 'none'"
     )

@@ -13,3 +13,4 @@ mod redis;
 mod relay;
 mod support;
 mod tokens;
+mod ui;

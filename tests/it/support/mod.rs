@@ -4,6 +4,8 @@
 #[allow(dead_code)]
 pub mod app;
 #[allow(dead_code)]
+pub mod browser;
+#[allow(dead_code)]
 pub mod fake_api;
 #[allow(dead_code)]
 pub mod process;
