@@ -54,7 +54,7 @@ pub async fn serve(listener: TcpListener, app: App) -> std::io::Result<()> {
         Ok(result) => result?,
         Err(_) => tracing::warn!("shutdown grace elapsed: cutting the requests still running"),
     }
-    while state.metrics.relays_open() > 0 && Instant::now() < deadline {
+    while state.relays.open() > 0 && Instant::now() < deadline {
         tokio::time::sleep(RELAY_POLL).await;
     }
     tracing::info!("stopped");

@@ -640,6 +640,62 @@ async fn shutdown_closes_every_relay_with_1001() {
     assert!(all_relays_closed(&app).await);
 }
 
+#[tokio::test]
+async fn metrics_count_open_relays_and_time_the_apis_handshakes() {
+    const METRICS_TOKEN: &str = "metrics-token-for-relay-tests-0123";
+    let app = TestApp::spawn_with(app_with(&["--metrics-token", METRICS_TOKEN])).await;
+    let (_browser, cookie) = app.logged_in_browser_and_cookie().await;
+    let scrape = || async {
+        let response = crate::support::service_client()
+            .get(app.at("/metrics"))
+            .bearer_auth(METRICS_TOKEN)
+            .send()
+            .await
+            .expect("GET /metrics");
+        assert_eq!(response.status(), StatusCode::OK);
+        let text = response.text().await.expect("metrics body");
+        text.lines().map(str::to_owned).collect::<Vec<_>>()
+    };
+
+    let mut events = open_as_browser(&app, &cookie, "/ws/events").await;
+    let mut logs = open_as_browser(&app, &cookie, "/ws/logs/app_1").await;
+    expect_ready(&mut events).await;
+    expect_ready(&mut logs).await;
+    let while_open = scrape().await;
+    app.api.set_mode(Mode::ServerError);
+    let refused = open_as_browser_result(&app, &cookie, "/ws/events").await;
+    events.close(None).await.expect("close events");
+    logs.close(None).await.expect("close logs");
+    assert!(all_relays_closed(&app).await);
+    let after = scrape().await;
+
+    assert!(refused.is_err(), "the refused handshake opened no relay");
+    for expected in [
+        "relays_open 2",
+        r#"upstream_requests_total{upstream="events",outcome="1xx"} 1"#,
+        r#"upstream_requests_total{upstream="logs",outcome="1xx"} 1"#,
+        r#"upstream_request_duration_seconds_count{upstream="events"} 1"#,
+        r#"upstream_request_duration_seconds_count{upstream="logs"} 1"#,
+    ] {
+        assert!(
+            while_open.iter().any(|line| line == expected),
+            "missing {expected} while open:\n{}",
+            while_open.join("\n")
+        );
+    }
+    for expected in [
+        "relays_open 0",
+        r#"upstream_errors_total{upstream="events",outcome="5xx"} 1"#,
+        r#"upstream_request_duration_seconds_count{upstream="events"} 2"#,
+    ] {
+        assert!(
+            after.iter().any(|line| line == expected),
+            "missing {expected} after closing:\n{}",
+            after.join("\n")
+        );
+    }
+}
+
 async fn open_as_browser_result(
     app: &TestApp,
     cookie: &str,
