@@ -57,6 +57,13 @@ pub async fn serve(listener: TcpListener, app: App) -> std::io::Result<()> {
     while state.relays.open() > 0 && Instant::now() < deadline {
         tokio::time::sleep(RELAY_POLL).await;
     }
+    let still_open = state.relays.open();
+    if still_open > 0 {
+        tracing::warn!(
+            still_open,
+            "shutdown grace elapsed: cutting the relays still closing"
+        );
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -81,7 +81,7 @@ async fn open(app: &TestApp, path: &str, auth: Auth<'_>) -> Result<Client, (Stat
 }
 
 /// A logged-in browser's relay on `path`, from the server's own origin.
-async fn open_as_browser(app: &TestApp, cookie: &str, path: &str) -> Client {
+pub(crate) async fn open_as_browser(app: &TestApp, cookie: &str, path: &str) -> Client {
     open_as_browser_result(app, cookie, path)
         .await
         .unwrap_or_else(|(status, body)| panic!("{path}: {status} {body}"))
@@ -105,7 +105,7 @@ async fn next_json(client: &mut Client) -> Value {
 }
 
 /// Reads until the close frame; returns its code and reason.
-async fn close_frame(client: &mut Client) -> (u16, String) {
+pub(crate) async fn close_frame(client: &mut Client) -> (u16, String) {
     loop {
         match next(client).await {
             Some(Message::Close(Some(frame))) => {
@@ -119,7 +119,7 @@ async fn close_frame(client: &mut Client) -> (u16, String) {
 }
 
 /// Reads `socket_ready`, which the API sends first.
-async fn expect_ready(client: &mut Client) {
+pub(crate) async fn expect_ready(client: &mut Client) {
     assert_eq!(
         next_json(client).await,
         json!({ "message_type": "socket_ready" })
