@@ -24,7 +24,7 @@ const RECV_LIMIT: Duration = Duration::from_secs(20);
 
 /// How a test's client proves who it is on the upgrade request.
 #[derive(Clone, Copy)]
-enum Auth<'a> {
+pub(crate) enum Auth<'a> {
     /// Nothing at all.
     Anonymous,
     /// The session cookie, sent from `origin` (none: no `Origin` header).
@@ -38,7 +38,11 @@ enum Auth<'a> {
 
 /// Opens `path` on `app` as `auth`; an HTTP refusal comes back as its
 /// status and JSON body.
-async fn open(app: &TestApp, path: &str, auth: Auth<'_>) -> Result<Client, (StatusCode, Value)> {
+pub(crate) async fn open(
+    app: &TestApp,
+    path: &str,
+    auth: Auth<'_>,
+) -> Result<Client, (StatusCode, Value)> {
     let mut request = format!("ws://{}{path}", app.addr)
         .into_client_request()
         .expect("a valid WebSocket URL");
@@ -97,7 +101,7 @@ async fn next(client: &mut Client) -> Option<Message> {
 }
 
 /// The next text message, parsed as JSON.
-async fn next_json(client: &mut Client) -> Value {
+pub(crate) async fn next_json(client: &mut Client) -> Value {
     match next(client).await {
         Some(Message::Text(text)) => serde_json::from_str(&text).expect("relayed text is JSON"),
         other => panic!("expected a text message, got {other:?}"),
