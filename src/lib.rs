@@ -99,6 +99,7 @@ pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         .await
         .context("setting up the session store")?;
     let session_layer = session::layer(store.clone(), &config);
+    let relays = relay::RelayRegistry::counting_into(metrics.relays_open_gauge());
     let state = AppState {
         config: Arc::new(config),
         oauth,
@@ -108,7 +109,7 @@ pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         shutdown,
         metrics,
         trusted_proxies: Arc::new(trusted_proxies),
-        relays: Arc::default(),
+        relays: Arc::new(relays),
     };
     let router = Router::new()
         .merge(web::router())

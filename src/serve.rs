@@ -54,8 +54,15 @@ pub async fn serve(listener: TcpListener, app: App) -> std::io::Result<()> {
         Ok(result) => result?,
         Err(_) => tracing::warn!("shutdown grace elapsed: cutting the requests still running"),
     }
-    while state.metrics.relays_open() > 0 && Instant::now() < deadline {
+    while state.relays.open() > 0 && Instant::now() < deadline {
         tokio::time::sleep(RELAY_POLL).await;
+    }
+    let still_open = state.relays.open();
+    if still_open > 0 {
+        tracing::warn!(
+            still_open,
+            "shutdown grace elapsed: cutting the relays still closing"
+        );
     }
     tracing::info!("stopped");
     Ok(())

@@ -19,6 +19,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 pub use pump::{Close, End, Frame, Limits, Pump};
@@ -139,6 +140,7 @@ async fn open(
         .relays
         .acquire(CallerKey::of(&caller), config.relay_max_per_caller)
         .ok_or(RelayError::TooMany(config.relay_max_per_caller))?;
+    let started = Instant::now();
     let upstream = upstream::connect(
         config,
         socket_config(config),
@@ -146,9 +148,14 @@ async fn open(
         &consumer,
         &caller.grant.token_credentials(),
     )
-    .await?;
+    .await;
+    if let Some(outcome) = upstream::outcome(&upstream) {
+        state
+            .metrics
+            .record_upstream(target.kind(), started.elapsed(), outcome);
+    }
+    let upstream = upstream?;
     tracing::info!(stream = target.kind(), "relay opened");
-    let gauge = state.metrics.relay_opened();
 
     let limits = limits(config);
     let shutdown = state.shutdown.clone();
@@ -159,7 +166,6 @@ async fn open(
         .max_frame_size(config.relay_max_message_bytes);
     Ok(upgrade.on_upgrade(move |client| async move {
         relay(client, upstream, slot, limits, shutdown).await;
-        drop(gauge);
     }))
 }
 

@@ -1,9 +1,10 @@
 //! Who holds which relays: the per-caller limit, and counts for metrics.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use prometheus_client::metrics::gauge::Gauge;
 use sha2::{Digest as _, Sha256};
 
 use crate::auth::{Caller, Credential};
@@ -34,17 +35,30 @@ impl CallerKey {
 }
 
 /// The open relays of this process.
+///
+/// Its count of open relays is the `relays_open` gauge of `/metrics` itself
+/// (see [`RelayRegistry::counting_into`]): one counter, which the metrics,
+/// the tests and the shutdown's wait for the last relays all read.
 #[derive(Debug, Default)]
 pub struct RelayRegistry {
-    open: AtomicUsize,
+    open: Gauge,
     backpressure: AtomicU64,
     per_caller: Mutex<HashMap<CallerKey, usize>>,
 }
 
 impl RelayRegistry {
+    /// A registry that keeps its count of open relays in `open` (the
+    /// metrics' gauge, a shared atomic).
+    pub fn counting_into(open: Gauge) -> Self {
+        Self {
+            open,
+            ..Self::default()
+        }
+    }
+
     /// Relays open right now (from the upstream handshake to the last close).
     pub fn open(&self) -> usize {
-        self.open.load(Ordering::Relaxed)
+        usize::try_from(self.open.get()).unwrap_or(0)
     }
 
     /// How many times a relay stopped reading the API because its client
@@ -64,7 +78,7 @@ impl RelayRegistry {
             return None;
         }
         *held += 1;
-        self.open.fetch_add(1, Ordering::Relaxed);
+        self.open.inc();
         Some(RelaySlot {
             registry: Arc::clone(self),
             key,
@@ -86,7 +100,7 @@ impl RelayRegistry {
                 per_caller.remove(key);
             }
         }
-        self.open.fetch_sub(1, Ordering::Relaxed);
+        self.open.dec();
     }
 }
 

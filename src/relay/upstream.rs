@@ -11,6 +11,7 @@ use url::Url;
 
 use super::RelayError;
 use crate::config::Config;
+use crate::metrics::UpstreamOutcome;
 use crate::oauth::signature::Request;
 use crate::oauth::{Credentials, Signer};
 
@@ -151,6 +152,19 @@ pub async fn connect(
         Ok(Err(tungstenite::Error::Http(response))) => Err(RelayError::Refused(response.status())),
         Ok(Err(error)) => Err(RelayError::Unreachable(Box::new(error))),
         Ok(Ok(socket)) => Ok(socket),
+    }
+}
+
+/// How the handshake with the API ended, for the upstream metrics; `None`
+/// when it never reached the network (an `API_HOST` that makes no socket
+/// URL). A socket that opened counts as the `101` it was answered with.
+pub fn outcome(result: &Result<UpstreamSocket, RelayError>) -> Option<UpstreamOutcome> {
+    match result {
+        Ok(_) => Some(UpstreamOutcome::Status(101)),
+        Err(RelayError::Refused(status)) => Some(UpstreamOutcome::Status(status.as_u16())),
+        Err(RelayError::Timeout) => Some(UpstreamOutcome::Timeout),
+        Err(RelayError::Unreachable(_)) => Some(UpstreamOutcome::Unreachable),
+        Err(_) => None,
     }
 }
 

@@ -1,6 +1,7 @@
 //! Browser-facing routes: pages, the login dance, static assets, health.
 
 mod assets;
+mod extract;
 mod health;
 mod pages;
 pub mod security;

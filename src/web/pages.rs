@@ -13,6 +13,7 @@ use crate::error::{ErrorPage, render};
 use crate::oauth::dance::{self, CallbackParams, DanceError};
 use crate::secret::Secret;
 use crate::session::{AccessGrant, AppSession, Consumer, SessionError};
+use crate::web::extract::WithErrorPage;
 
 /// `/`, `/login`, `/callback`, `/logout`.
 pub fn router() -> Router<AppState> {
@@ -231,7 +232,7 @@ struct LoginForm {
 async fn login(
     State(state): State<AppState>,
     session: AppSession,
-    Form(form): Form<LoginForm>,
+    WithErrorPage(Form(form)): WithErrorPage<Form<LoginForm>>,
 ) -> Result<Response, DanceError> {
     if !session.csrf_matches(&form.csrf).await? {
         return Ok(stale_form());
@@ -253,7 +254,7 @@ async fn login(
 async fn callback(
     State(state): State<AppState>,
     session: AppSession,
-    Query(params): Query<CallbackParams>,
+    WithErrorPage(Query(params)): WithErrorPage<Query<CallbackParams>>,
 ) -> Result<Response, DanceError> {
     let grant = dance::finish(&state.oauth, &session, &state.config, params).await?;
     state.metrics.login();
@@ -271,7 +272,7 @@ struct LogoutForm {
 
 async fn logout(
     session: AppSession,
-    Form(form): Form<LogoutForm>,
+    WithErrorPage(Form(form)): WithErrorPage<Form<LogoutForm>>,
 ) -> Result<Response, SessionError> {
     if !session.csrf_matches(&form.csrf).await? {
         return Ok(stale_form());

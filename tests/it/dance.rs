@@ -321,6 +321,80 @@ async fn a_forged_login_form_is_refused() {
 }
 
 #[tokio::test]
+async fn unreadable_forms_and_callbacks_get_a_page_that_says_what_to_do() {
+    // Arrange: a logged-in browser, so a refused logout has something to end.
+    let app = TestApp::spawn().await;
+    let client = app.logged_in_browser().await;
+    let csrf = app.csrf(&client).await;
+    let calls_before = app.api.requests().len();
+
+    // Act
+    let without_csrf = client
+        .post(app.at("/login"))
+        .form(&[
+            ("consumer_key", "ck"),
+            ("consumer_secret", "typed-secret-42"),
+        ])
+        .send()
+        .await
+        .expect("POST /login");
+    let not_a_form = client
+        .post(app.at("/login"))
+        .json(&serde_json::json!({ "csrf": csrf }))
+        .send()
+        .await
+        .expect("POST /login");
+    let logout_without_csrf = client
+        .post(app.at("/logout"))
+        .form(&[("other", "field")])
+        .send()
+        .await
+        .expect("POST /logout");
+    let twice_the_token = client
+        .get(app.at("/callback?oauth_token=a&oauth_token=b&oauth_verifier=v"))
+        .send()
+        .await
+        .expect("GET /callback");
+
+    // Assert
+    let mut statuses = Vec::new();
+    for response in [
+        without_csrf,
+        not_a_form,
+        logout_without_csrf,
+        twice_the_token,
+    ] {
+        let status = response.status();
+        statuses.push(status);
+        assert!(status.is_client_error(), "{status}");
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        assert!(content_type.starts_with("text/html"), "{content_type}");
+        let page = response.text().await.expect("error page");
+        assert!(page.contains("Request not understood"), "{page}");
+        assert!(page.contains("go back to the login page"), "{page}");
+        assert!(!page.contains("typed-secret-42"), "nothing sent is echoed");
+    }
+    assert_eq!(statuses[1], StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(statuses[3], StatusCode::BAD_REQUEST);
+    assert_eq!(
+        app.api.requests().len(),
+        calls_before,
+        "nothing reached the API"
+    );
+    let home = client.get(app.at("/")).send().await.expect("GET /");
+    assert_eq!(
+        home.status(),
+        StatusCode::OK,
+        "the refused logout ended nothing"
+    );
+}
+
+#[tokio::test]
 async fn api_failures_give_pages_that_say_what_happened() {
     for (mode, status, words) in [
         (

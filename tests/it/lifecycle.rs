@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 
+use crate::relay;
 use crate::support::process::{BINARY, ServerProcess, free_port};
 use crate::support::{FakeApi, Mode, TestApp, browser, location};
 
@@ -74,16 +75,29 @@ async fn slow_proxied_call(
 }
 
 #[tokio::test]
-async fn sigterm_lets_the_request_in_flight_finish_refuses_new_ones_and_exits_0() {
-    // Arrange: a slow proxied call in flight.
+async fn sigterm_lets_the_request_in_flight_finish_closes_relays_with_1001_and_exits_0() {
+    // Arrange: a live events relay of a logged-in browser, and a slow
+    // proxied call in flight.
     let mut server =
         ServerProcess::start(FakeApi::start().await, &[("SHUTDOWN_GRACE_SECS", "20")]).await;
+    let (_browser, cookie) = server.app.logged_in_browser_and_cookie().await;
+    let mut relay = relay::open_as_browser(&server.app, &cookie, "/ws/events").await;
+    relay::expect_ready(&mut relay).await;
+    let upstream = server.app.api.socket(0).await;
     let call = slow_proxied_call(&server, SLOW_MS).await;
 
     // Act
     server.terminate();
 
-    // Assert: no new connections, the call still completes, exit 0.
+    // Assert: the relay closes with 1001 on both ends, no new connections,
+    // the call still completes, exit 0 without cutting anything.
+    assert_eq!(relay::close_frame(&mut relay).await.0, 1001);
+    assert!(
+        upstream
+            .wait_until(|socket| socket.close_received().is_some())
+            .await
+    );
+    assert_eq!(upstream.close_received().map(|(code, _)| code), Some(1001));
     wait_until_refusing(&server).await;
     let answer = call
         .await
@@ -100,6 +114,10 @@ async fn sigterm_lets_the_request_in_flight_finish_refuses_new_ones_and_exits_0(
     );
     let output = server.output();
     assert!(output.contains("SIGTERM received"), "{output}");
+    assert!(
+        !output.contains("grace elapsed"),
+        "everything ended within the grace: {output}"
+    );
 }
 
 #[tokio::test]

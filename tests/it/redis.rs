@@ -1,14 +1,14 @@
 //! Sessions and proxy tokens in a real Redis: shared by instances, kept
 //! across restarts, expired by Redis, sealed at rest, and 503s (never a
-//! hang) while Redis is away. (The WebSocket relays are not on this branch
-//! yet: `/ws/events` across instances is left to them; they authenticate
-//! through the same `Caller`, so through the same store.)
+//! hang) while Redis is away; the WebSocket relays of one instance open
+//! with a session or proxy token made on another.
 
 use std::time::Duration;
 
 use reqwest::{Client, Response, StatusCode, header};
-use serde_json::Value;
+use serde_json::{Value, json};
 
+use crate::relay::{self, Auth};
 use crate::support::redis::{RedisServer, TLS_PASSWORD};
 use crate::support::{ConsumerMode, FakeApi, Options, TestApp, browser, location, service_client};
 
@@ -169,6 +169,37 @@ async fn instances_sharing_redis_share_sessions_tokens_and_logout() {
         StatusCode::OK,
         "proxy tokens outlive the browser session"
     );
+}
+
+#[tokio::test]
+async fn relays_on_b_open_with_a_session_or_a_proxy_token_made_on_a() {
+    // Arrange: a login and a proxy token, both made on A.
+    let redis = RedisServer::start();
+    let a = TestApp::spawn_with(redis_options(&redis)).await;
+    let b = a.spawn_beside(redis_options(&redis)).await;
+    let (client, cookie) = a.logged_in_browser_and_cookie().await;
+    let token = a.create_proxy_token(&client, "relay on B").await.token;
+
+    // Act: A's cookie jar, then A's token, open `/ws/events` on B.
+    let mut by_cookie = relay::open_as_browser(&b, &cookie, "/ws/events").await;
+    relay::expect_ready(&mut by_cookie).await;
+    let cookie_upstream = b.api.socket(0).await;
+    cookie_upstream.send_event("GIT_PUSH", &json!({ "appId": "app_1" }));
+    let mut by_token = relay::open(&b, "/ws/events", Auth::Bearer(&token))
+        .await
+        .unwrap_or_else(|(status, body)| panic!("{status} {body}"));
+    relay::expect_ready(&mut by_token).await;
+    let token_upstream = b.api.socket(1).await;
+    token_upstream.send_event("DEPLOYMENT_SUCCESS", &json!({ "appId": "app_2" }));
+
+    // Assert: both relays carry the API's events, signed with A's login.
+    assert_eq!(relay::next_json(&mut by_cookie).await["event"], "GIT_PUSH");
+    assert_eq!(
+        relay::next_json(&mut by_token).await["event"],
+        "DEPLOYMENT_SUCCESS"
+    );
+    assert!(cookie_upstream.auth().is_some_and(|auth| auth.is_ok()));
+    assert!(token_upstream.auth().is_some_and(|auth| auth.is_ok()));
 }
 
 #[tokio::test]

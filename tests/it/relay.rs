@@ -24,7 +24,7 @@ const RECV_LIMIT: Duration = Duration::from_secs(20);
 
 /// How a test's client proves who it is on the upgrade request.
 #[derive(Clone, Copy)]
-enum Auth<'a> {
+pub(crate) enum Auth<'a> {
     /// Nothing at all.
     Anonymous,
     /// The session cookie, sent from `origin` (none: no `Origin` header).
@@ -38,7 +38,11 @@ enum Auth<'a> {
 
 /// Opens `path` on `app` as `auth`; an HTTP refusal comes back as its
 /// status and JSON body.
-async fn open(app: &TestApp, path: &str, auth: Auth<'_>) -> Result<Client, (StatusCode, Value)> {
+pub(crate) async fn open(
+    app: &TestApp,
+    path: &str,
+    auth: Auth<'_>,
+) -> Result<Client, (StatusCode, Value)> {
     let mut request = format!("ws://{}{path}", app.addr)
         .into_client_request()
         .expect("a valid WebSocket URL");
@@ -81,7 +85,7 @@ async fn open(app: &TestApp, path: &str, auth: Auth<'_>) -> Result<Client, (Stat
 }
 
 /// A logged-in browser's relay on `path`, from the server's own origin.
-async fn open_as_browser(app: &TestApp, cookie: &str, path: &str) -> Client {
+pub(crate) async fn open_as_browser(app: &TestApp, cookie: &str, path: &str) -> Client {
     open_as_browser_result(app, cookie, path)
         .await
         .unwrap_or_else(|(status, body)| panic!("{path}: {status} {body}"))
@@ -97,7 +101,7 @@ async fn next(client: &mut Client) -> Option<Message> {
 }
 
 /// The next text message, parsed as JSON.
-async fn next_json(client: &mut Client) -> Value {
+pub(crate) async fn next_json(client: &mut Client) -> Value {
     match next(client).await {
         Some(Message::Text(text)) => serde_json::from_str(&text).expect("relayed text is JSON"),
         other => panic!("expected a text message, got {other:?}"),
@@ -105,7 +109,7 @@ async fn next_json(client: &mut Client) -> Value {
 }
 
 /// Reads until the close frame; returns its code and reason.
-async fn close_frame(client: &mut Client) -> (u16, String) {
+pub(crate) async fn close_frame(client: &mut Client) -> (u16, String) {
     loop {
         match next(client).await {
             Some(Message::Close(Some(frame))) => {
@@ -119,7 +123,7 @@ async fn close_frame(client: &mut Client) -> (u16, String) {
 }
 
 /// Reads `socket_ready`, which the API sends first.
-async fn expect_ready(client: &mut Client) {
+pub(crate) async fn expect_ready(client: &mut Client) {
     assert_eq!(
         next_json(client).await,
         json!({ "message_type": "socket_ready" })
@@ -638,6 +642,62 @@ async fn shutdown_closes_every_relay_with_1001() {
         assert_eq!(socket.close_received().map(|(code, _)| code), Some(1001));
     }
     assert!(all_relays_closed(&app).await);
+}
+
+#[tokio::test]
+async fn metrics_count_open_relays_and_time_the_apis_handshakes() {
+    const METRICS_TOKEN: &str = "metrics-token-for-relay-tests-0123";
+    let app = TestApp::spawn_with(app_with(&["--metrics-token", METRICS_TOKEN])).await;
+    let (_browser, cookie) = app.logged_in_browser_and_cookie().await;
+    let scrape = || async {
+        let response = crate::support::service_client()
+            .get(app.at("/metrics"))
+            .bearer_auth(METRICS_TOKEN)
+            .send()
+            .await
+            .expect("GET /metrics");
+        assert_eq!(response.status(), StatusCode::OK);
+        let text = response.text().await.expect("metrics body");
+        text.lines().map(str::to_owned).collect::<Vec<_>>()
+    };
+
+    let mut events = open_as_browser(&app, &cookie, "/ws/events").await;
+    let mut logs = open_as_browser(&app, &cookie, "/ws/logs/app_1").await;
+    expect_ready(&mut events).await;
+    expect_ready(&mut logs).await;
+    let while_open = scrape().await;
+    app.api.set_mode(Mode::ServerError);
+    let refused = open_as_browser_result(&app, &cookie, "/ws/events").await;
+    events.close(None).await.expect("close events");
+    logs.close(None).await.expect("close logs");
+    assert!(all_relays_closed(&app).await);
+    let after = scrape().await;
+
+    assert!(refused.is_err(), "the refused handshake opened no relay");
+    for expected in [
+        "relays_open 2",
+        r#"upstream_requests_total{upstream="events",outcome="1xx"} 1"#,
+        r#"upstream_requests_total{upstream="logs",outcome="1xx"} 1"#,
+        r#"upstream_request_duration_seconds_count{upstream="events"} 1"#,
+        r#"upstream_request_duration_seconds_count{upstream="logs"} 1"#,
+    ] {
+        assert!(
+            while_open.iter().any(|line| line == expected),
+            "missing {expected} while open:\n{}",
+            while_open.join("\n")
+        );
+    }
+    for expected in [
+        "relays_open 0",
+        r#"upstream_errors_total{upstream="events",outcome="5xx"} 1"#,
+        r#"upstream_request_duration_seconds_count{upstream="events"} 2"#,
+    ] {
+        assert!(
+            after.iter().any(|line| line == expected),
+            "missing {expected} after closing:\n{}",
+            after.join("\n")
+        );
+    }
 }
 
 async fn open_as_browser_result(
