@@ -10,7 +10,7 @@ use crate::support::{
 const METHODS: [&str; 3] = ["HMAC-SHA512", "HMAC-SHA1", "PLAINTEXT"];
 
 async fn credentials_page(app: &TestApp, client: &reqwest::Client) -> String {
-    let home = client.get(app.at("/")).send().await.expect("GET /");
+    let home = app.get(client, "/").await;
     assert_eq!(home.status(), StatusCode::OK);
     assert_eq!(
         home.headers().get("cache-control").map(|v| v.as_bytes()),
@@ -111,11 +111,9 @@ async fn the_whole_dance_works_for_every_method_and_consumer_mode() {
 #[tokio::test]
 async fn the_login_page_asks_visitors_for_their_consumer_only_when_needed() {
     let operator = TestApp::spawn().await;
-    let page = browser()
-        .get(operator.at("/login"))
-        .send()
+    let page = operator
+        .get(&browser(), "/login")
         .await
-        .expect("login")
         .text()
         .await
         .expect("body");
@@ -127,11 +125,9 @@ async fn the_login_page_asks_visitors_for_their_consumer_only_when_needed() {
         ..Options::default()
     })
     .await;
-    let page = browser()
-        .get(visitor.at("/login"))
-        .send()
+    let page = visitor
+        .get(&browser(), "/login")
         .await
-        .expect("login")
         .text()
         .await
         .expect("body");
@@ -146,7 +142,7 @@ async fn the_login_page_asks_visitors_for_their_consumer_only_when_needed() {
 #[tokio::test]
 async fn anonymous_visitors_are_sent_to_the_login_page() {
     let app = TestApp::spawn().await;
-    let home = browser().get(app.at("/")).send().await.expect("GET /");
+    let home = app.get(&browser(), "/").await;
     assert_eq!(home.status(), StatusCode::SEE_OTHER);
     assert_eq!(location(&home), "/login");
 }
@@ -154,11 +150,7 @@ async fn anonymous_visitors_are_sent_to_the_login_page() {
 #[tokio::test]
 async fn the_session_cookie_is_locked_down() {
     let app = TestApp::spawn().await;
-    let login = browser()
-        .get(app.at("/login"))
-        .send()
-        .await
-        .expect("GET /login");
+    let login = app.get(&browser(), "/login").await;
     let cookie = login
         .headers()
         .get("set-cookie")
@@ -181,11 +173,7 @@ async fn the_session_cookie_is_locked_down() {
         ..Options::default()
     })
     .await;
-    let login = browser()
-        .get(https.at("/login"))
-        .send()
-        .await
-        .expect("GET /login");
+    let login = https.get(&browser(), "/login").await;
     let cookie = login
         .headers()
         .get("set-cookie")
@@ -221,7 +209,7 @@ async fn a_callback_for_another_browsers_login_is_refused_and_changes_nothing() 
         app.api.issued_access_tokens().is_empty(),
         "nothing exchanged"
     );
-    let home = mallory.get(app.at("/")).send().await.expect("GET /");
+    let home = app.get(&mallory, "/").await;
     assert_eq!(location(&home), "/login", "Mallory is not logged in");
     // Alice's own login is untouched and still finishes.
     let finished = alice.get(&alice_callback).send().await.expect("callback");
@@ -260,7 +248,7 @@ async fn a_callback_without_session_or_verifier_or_twice_is_refused() {
         "a request token is good once"
     );
     assert_eq!(app.api.issued_access_tokens().len(), 1);
-    let home = client.get(app.at("/")).send().await.expect("GET /");
+    let home = app.get(&client, "/").await;
     assert_eq!(
         home.status(),
         StatusCode::OK,
@@ -289,7 +277,7 @@ async fn a_wrong_consumer_secret_gives_a_clear_page_and_stores_nothing() {
         "the typed secret is not echoed"
     );
     assert!(app.api.pending_request_tokens().is_empty());
-    let home = client.get(app.at("/")).send().await.expect("GET /");
+    let home = app.get(&client, "/").await;
     assert_eq!(location(&home), "/login");
 }
 
@@ -350,11 +338,12 @@ async fn unreadable_forms_and_callbacks_get_a_page_that_says_what_to_do() {
         .send()
         .await
         .expect("POST /logout");
-    let twice_the_token = client
-        .get(app.at("/callback?oauth_token=a&oauth_token=b&oauth_verifier=v"))
-        .send()
-        .await
-        .expect("GET /callback");
+    let twice_the_token = app
+        .get(
+            &client,
+            "/callback?oauth_token=a&oauth_token=b&oauth_verifier=v",
+        )
+        .await;
 
     // Assert
     let mut statuses = Vec::new();
@@ -386,7 +375,7 @@ async fn unreadable_forms_and_callbacks_get_a_page_that_says_what_to_do() {
         calls_before,
         "nothing reached the API"
     );
-    let home = client.get(app.at("/")).send().await.expect("GET /");
+    let home = app.get(&client, "/").await;
     assert_eq!(
         home.status(),
         StatusCode::OK,
@@ -428,7 +417,7 @@ async fn api_failures_give_pages_that_say_what_happened() {
             failed.text().await.unwrap_or_default().contains(words),
             "{mode:?}"
         );
-        let home = client.get(app.at("/")).send().await.expect("GET /");
+        let home = app.get(&client, "/").await;
         assert_eq!(location(&home), "/login", "{mode:?}: not logged in");
     }
 }
@@ -483,11 +472,7 @@ async fn a_rejected_verifier_leaves_the_browser_logged_out() {
 async fn logging_in_gives_a_new_session_id_and_logging_out_ends_it() {
     let app = TestApp::spawn().await;
     let client = browser();
-    let before = client
-        .get(app.at("/login"))
-        .send()
-        .await
-        .expect("GET /login");
+    let before = app.get(&client, "/login").await;
     let old_cookie = before
         .headers()
         .get("set-cookie")
@@ -518,17 +503,13 @@ async fn logging_in_gives_a_new_session_id_and_logging_out_ends_it() {
         .await
         .expect("logout");
     assert_eq!(out.status(), StatusCode::SEE_OTHER);
-    let home = client.get(app.at("/")).send().await.expect("GET /");
+    let home = app.get(&client, "/").await;
     assert_eq!(location(&home), "/login");
 }
 
 #[tokio::test]
 async fn health_answers() {
     let app = TestApp::spawn().await;
-    let health = browser()
-        .get(app.at("/health"))
-        .send()
-        .await
-        .expect("GET /health");
+    let health = app.get(&browser(), "/health").await;
     assert_eq!(health.status(), StatusCode::OK);
 }

@@ -126,7 +126,7 @@ async fn a_whole_dance_logs_json_lines_with_request_ids_and_no_secret() {
         secrets.add("access token", issued.token);
         secrets.add("access token secret", issued.secret);
     }
-    let page = client.get(app.at("/")).send().await.expect("GET /");
+    let page = app.get(&client, "/").await;
     assert_eq!(page.status(), StatusCode::OK);
     let created: Value = client
         .post(app.at("/tokens"))
@@ -166,11 +166,7 @@ async fn a_whole_dance_logs_json_lines_with_request_ids_and_no_secret() {
         .expect("DELETE /api/v2/self/tokens/{token}");
     assert_eq!(revoke.status(), StatusCode::OK, "the fake echoes it");
     secrets.add("proxy token", proxy_token);
-    client
-        .get(app.at("/health"))
-        .send()
-        .await
-        .expect("GET /health");
+    app.get(&client, "/health").await;
     server.terminate();
     let lines = server.lines_after_exit().await;
 

@@ -24,11 +24,7 @@ async fn health_and_ready_answer_and_every_answer_carries_a_request_id() {
     let client = browser();
 
     // Act
-    let health = client
-        .get(app.at("/health"))
-        .send()
-        .await
-        .expect("GET /health");
+    let health = app.get(&client, "/health").await;
     let ready = client
         .get(app.at("/ready"))
         .header("x-request-id", "probe-42.a_b:c")
@@ -161,17 +157,9 @@ async fn metrics_count_requests_by_route_logins_and_oauth_calls() {
         .expect("POST /tokens");
     assert_eq!(created.status(), StatusCode::CREATED);
     assert_eq!(header(&created, "cache-control"), Some("no-store"));
-    let proxied = client
-        .get(app.at("/api/v2/self"))
-        .send()
-        .await
-        .expect("GET /api/v2/self");
+    let proxied = app.get(&client, "/api/v2/self").await;
     assert_eq!(proxied.status(), StatusCode::OK);
-    let missing = client
-        .get(app.at("/no-such-page-4711"))
-        .send()
-        .await
-        .expect("GET unknown");
+    let missing = app.get(&client, "/no-such-page-4711").await;
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
 
     // Act
@@ -242,22 +230,12 @@ async fn pages_carry_the_security_headers_and_assets_do_not_need_them() {
     let client = app.logged_in_browser().await;
 
     // Act
-    let credentials = client.get(app.at("/")).send().await.expect("GET /");
-    let login = browser()
-        .get(app.at("/login"))
-        .send()
-        .await
-        .expect("GET /login");
-    let error = browser()
-        .get(app.at("/callback?oauth_token=x&oauth_verifier=y"))
-        .send()
-        .await
-        .expect("GET /callback");
-    let css = client
-        .get(app.at("/static/app.css"))
-        .send()
-        .await
-        .expect("GET css");
+    let credentials = app.get(&client, "/").await;
+    let login = app.get(&browser(), "/login").await;
+    let error = app
+        .get(&browser(), "/callback?oauth_token=x&oauth_verifier=y")
+        .await;
+    let css = app.get(&client, "/static/app.css").await;
 
     // Assert
     for page in [&credentials, &login, &error] {

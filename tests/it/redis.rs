@@ -35,12 +35,7 @@ fn redis_options(redis: &RedisServer) -> Options {
 
 /// What `/ready` answers: 503 while the store is unreachable.
 async fn ready_status(app: &TestApp) -> StatusCode {
-    browser()
-        .get(app.at("/ready"))
-        .send()
-        .await
-        .expect("GET /ready")
-        .status()
+    app.get(&browser(), "/ready").await.status()
 }
 
 async fn within<T>(bound: Duration, what: &str, future: impl Future<Output = T>) -> T {
@@ -87,11 +82,7 @@ async fn create_token(app: &TestApp, client: &Client) -> (String, String) {
 }
 
 async fn listed_token_ids(app: &TestApp, client: &Client) -> Vec<String> {
-    let response = client
-        .get(app.at("/tokens"))
-        .send()
-        .await
-        .expect("GET /tokens");
+    let response = app.get(client, "/tokens").await;
     assert_eq!(response.status(), StatusCode::OK);
     let body: Vec<Value> = response.json().await.expect("token list");
     body.iter()
@@ -101,12 +92,7 @@ async fn listed_token_ids(app: &TestApp, client: &Client) -> Vec<String> {
 
 /// What the proxy answers to `GET /api/v2/self` with `client`'s cookie.
 async fn api_status_with_cookie(app: &TestApp, client: &Client) -> StatusCode {
-    client
-        .get(app.at("/api/v2/self"))
-        .send()
-        .await
-        .expect("GET /api/v2/self")
-        .status()
+    app.get(client, "/api/v2/self").await.status()
 }
 
 /// What the proxy answers to `GET /api/v2/self` with a proxy token.
@@ -426,11 +412,7 @@ async fn a_restarted_redis_serves_again_without_restarting_the_server() {
     )
     .await;
     assert_eq!(page.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let health = browser()
-        .get(app.at("/health"))
-        .send()
-        .await
-        .expect("GET /health");
+    let health = app.get(&browser(), "/health").await;
     assert_eq!(health.status(), StatusCode::OK);
     let ready = within(UNAVAILABLE_BOUND, "GET /ready", ready_status(&app)).await;
     assert_eq!(ready, StatusCode::SERVICE_UNAVAILABLE);

@@ -8,11 +8,7 @@ use crate::support::fake_api::FAKE_USER_ID;
 use crate::support::{TestApp, service_client};
 
 async fn list(app: &TestApp, browser: &reqwest::Client) -> Vec<Value> {
-    let response = browser
-        .get(app.at("/tokens"))
-        .send()
-        .await
-        .expect("GET /tokens");
+    let response = app.get(browser, "/tokens").await;
     assert_eq!(response.status(), StatusCode::OK);
     response.json().await.expect("a JSON list")
 }
@@ -87,11 +83,7 @@ async fn a_token_keeps_working_after_the_browser_logs_out() {
     app.log_out(&browser).await;
 
     // Assert
-    let browser_call = browser
-        .get(app.at("/api/v2/self"))
-        .send()
-        .await
-        .expect("GET /api/v2/self");
+    let browser_call = app.get(&browser, "/api/v2/self").await;
     assert_eq!(browser_call.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(use_token(&app, &created.token).await, StatusCode::OK);
 }

@@ -212,6 +212,15 @@ impl TestApp {
         format!("{}{path}", self.url)
     }
 
+    /// `GET path` with `client`; panics only if the request cannot be sent.
+    pub async fn get(&self, client: &Client, path: &str) -> Response {
+        client
+            .get(self.at(path))
+            .send()
+            .await
+            .unwrap_or_else(|error| panic!("GET {path}: {error}"))
+    }
+
     /// The CSRF token of `client`'s session, read from the login page.
     pub async fn csrf(&self, client: &Client) -> String {
         let page = client
