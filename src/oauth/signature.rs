@@ -43,14 +43,19 @@ fn encoded(value: &str) -> PercentEncode<'_> {
     utf8_percent_encode(value, RFC3986_RESERVED)
 }
 
+/// RFC 3986's unreserved characters, the complement of [`RFC3986_RESERVED`].
+fn is_unreserved(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~')
+}
+
 /// Percent-encodes `value`, borrowing it when nothing needs encoding.
 fn encoded_cow(value: Cow<'_, str>) -> Cow<'_, str> {
     match value {
         Cow::Borrowed(value) => encoded(value).into(),
-        Cow::Owned(value) => match Cow::from(encoded(&value)) {
-            Cow::Borrowed(_) => Cow::Owned(value),
-            Cow::Owned(encoded) => Cow::Owned(encoded),
-        },
+        // A borrowed result may be the encoding of a single character (from
+        // the encoder's table), not `value` itself: ask about the bytes.
+        Cow::Owned(value) if value.bytes().all(is_unreserved) => Cow::Owned(value),
+        Cow::Owned(value) => Cow::Owned(percent_encode(&value)),
     }
 }
 
@@ -621,6 +626,27 @@ mod tests {
 
         let plaintext = Signer::new(SignatureMethod::Plaintext).sign(&request, &freshness);
         assert_eq!(plaintext.signature(), signing_key);
+    }
+
+    /// A parameter that decodes to one reserved character (`%2B` is `+`)
+    /// is encoded back, then encoded again in the base string.
+    #[test]
+    fn decoded_single_characters_are_encoded_again() {
+        let url =
+            Url::parse("https://api.example.com/v2/self?g=%2B&h=a+b&i=x").expect("static URL");
+        let consumer = Credentials::new("key", "secret");
+        let freshness = Freshness {
+            nonce: "n".into(),
+            timestamp: 1,
+        };
+        let signed = Signer::default().sign(&plain_get(&url, &consumer), &freshness);
+        assert!(
+            signed
+                .base_string
+                .contains("&g%3D%252B%26h%3Da%2520b%26i%3Dx%26"),
+            "{}",
+            signed.base_string
+        );
     }
 
     #[test]
