@@ -9,6 +9,12 @@ use oauth_consumer_server::config::Config;
 use oauth_consumer_server::{build, healthcheck, serve, telemetry};
 use tokio_util::sync::CancellationToken;
 
+/// mimalloc rather than the system's malloc: every proxied request makes
+/// dozens of short-lived allocations across threads (headers, URL, signature,
+/// hyper's buffers), where glibc's allocator cost about a tenth of the CPU.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<ExitCode> {
     if std::env::args_os()
         .nth(1)

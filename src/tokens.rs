@@ -5,8 +5,17 @@
 //! instance sharing it sees them, and survive the browser's logout until
 //! revoked. Only hashes of a token are stored: the record's key and a
 //! verification hash compared in constant time.
+//!
+//! A token authenticated in the last [`RECENT_TOKEN_TTL`] is trusted again
+//! without reading the store (one decryption and JSON parse per request
+//! otherwise). Revoking a token forgets it at once on the instance that
+//! revoked it; other instances sharing a Redis store may accept it for up to
+//! that long after.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::PoisonError;
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -29,6 +38,14 @@ const DEFAULT_LIFETIME: time::Duration = time::Duration::days(90);
 
 /// A use is written back at most this often, to spare the store.
 const LAST_USE_RESOLUTION: time::Duration = time::Duration::seconds(60);
+
+/// How long an authenticated token is trusted without reading the store
+/// again: the longest another instance may accept a token revoked elsewhere.
+pub const RECENT_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Past this many recently authenticated tokens, stale ones are dropped (and
+/// all of them if none is stale), so the memory stays bounded.
+const RECENT_TOKEN_CAPACITY: usize = 4096;
 
 const TOKEN_FIELD: &str = "proxy_token";
 const INDEX_FIELD: &str = "proxy_token_index";
@@ -101,6 +118,7 @@ pub struct ProxyTokens {
     store: Store,
     /// Serialises this instance's index updates (read, change, write).
     index_lock: Mutex<()>,
+    recent: RecentTokens,
 }
 
 impl ProxyTokens {
@@ -109,6 +127,7 @@ impl ProxyTokens {
         Self {
             store,
             index_lock: Mutex::new(()),
+            recent: RecentTokens::default(),
         }
     }
 
@@ -180,6 +199,7 @@ impl ProxyTokens {
         if let Some(record_id) = entry.record_id() {
             self.store.delete(&record_id).await?;
         }
+        self.recent.forget(&entry.id);
         let far = OffsetDateTime::now_utc() + DEFAULT_LIFETIME;
         self.update_index(&owner, far, |entries| {
             entries.retain(|kept| kept.id != entry.id);
@@ -196,6 +216,12 @@ impl ProxyTokens {
         if !presented.starts_with(TOKEN_PREFIX) {
             return Ok(None);
         }
+        let presented_verifier = verifier(presented);
+        let checked_at = Instant::now();
+        if let Some(recent) = self.recent.get(&presented_verifier, checked_at) {
+            return Ok(Some(recent));
+        }
+        let generation = self.recent.generation();
         let id = token_record_id(presented);
         let Some((mut record, expiry_date)) = self.load_token_with_expiry(id).await? else {
             return Ok(None);
@@ -203,7 +229,7 @@ impl ProxyTokens {
         let matches: bool = record
             .verifier
             .as_bytes()
-            .ct_eq(verifier(presented).as_bytes())
+            .ct_eq(presented_verifier.as_bytes())
             .into();
         if !matches {
             return Ok(None);
@@ -219,6 +245,16 @@ impl ProxyTokens {
                 .save(&single_field_record(id, TOKEN_FIELD, &record, expiry_date)?)
                 .await?;
         }
+        self.recent.remember(
+            presented_verifier,
+            generation,
+            Recent {
+                checked_at,
+                expiry_date,
+                info: record.info.clone(),
+                grant: record.grant.clone(),
+            },
+        );
         Ok(Some((record.info, record.grant)))
     }
 
@@ -287,6 +323,78 @@ impl ProxyTokens {
     }
 }
 
+/// Tokens this instance authenticated lately, by verification hash (never
+/// by the token itself).
+#[derive(Debug, Default)]
+struct RecentTokens(std::sync::Mutex<RecentInner>);
+
+#[derive(Debug, Default)]
+struct RecentInner {
+    entries: HashMap<String, Recent>,
+    /// Bumped by every revocation, so a look-up that raced with one is not
+    /// remembered after it.
+    generation: u64,
+}
+
+#[derive(Debug)]
+struct Recent {
+    checked_at: Instant,
+    /// The record's own expiry, which a remembered token does not outlive.
+    expiry_date: OffsetDateTime,
+    info: TokenInfo,
+    grant: AccessGrant,
+}
+
+impl Recent {
+    fn is_fresh(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.checked_at) < RECENT_TOKEN_TTL
+            && OffsetDateTime::now_utc() < self.expiry_date
+    }
+}
+
+impl RecentTokens {
+    fn lock(&self) -> std::sync::MutexGuard<'_, RecentInner> {
+        // Nothing panics while holding it; a poisoned map is still sound.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn get(&self, verifier: &str, now: Instant) -> Option<(TokenInfo, AccessGrant)> {
+        let inner = self.lock();
+        let recent = inner.entries.get(verifier)?;
+        recent
+            .is_fresh(now)
+            .then(|| (recent.info.clone(), recent.grant.clone()))
+    }
+
+    fn generation(&self) -> u64 {
+        self.lock().generation
+    }
+
+    /// Remembers a token checked against the store, unless a revocation
+    /// happened since `generation` was read.
+    fn remember(&self, verifier: String, generation: u64, recent: Recent) {
+        let mut inner = self.lock();
+        if inner.generation != generation {
+            return;
+        }
+        if inner.entries.len() >= RECENT_TOKEN_CAPACITY {
+            let now = recent.checked_at;
+            inner.entries.retain(|_, kept| kept.is_fresh(now));
+            if inner.entries.len() >= RECENT_TOKEN_CAPACITY {
+                inner.entries.clear();
+            }
+        }
+        inner.entries.insert(verifier, recent);
+    }
+
+    /// Forgets the token whose public id is `id`.
+    fn forget(&self, id: &str) {
+        let mut inner = self.lock();
+        inner.generation = inner.generation.wrapping_add(1);
+        inner.entries.retain(|_, kept| kept.info.id != id);
+    }
+}
+
 fn now_to_the_second() -> OffsetDateTime {
     let now = OffsetDateTime::now_utc();
     now.replace_nanosecond(0).unwrap_or(now)
@@ -301,7 +409,11 @@ fn sha256(parts: &[&[u8]]) -> [u8; 32] {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        let _ = write!(text, "{byte:02x}");
+    }
+    text
 }
 
 /// A store key derived from `value`; the domain keeps kinds apart.
@@ -398,6 +510,9 @@ mod tests {
         assert_eq!(acting_for.token, ada.token);
         assert!(info.last_used_at.is_some());
 
+        // Accepted again (from what this instance remembers), then refused
+        // as soon as it is revoked here.
+        assert!(tokens.authenticate(&value).await?.is_some());
         assert!(tokens.revoke(&ada, &created.info.id).await?);
         assert!(tokens.authenticate(&value).await?.is_none());
         assert!(tokens.list(&ada).await?.is_empty());
@@ -435,6 +550,8 @@ mod tests {
         let mut altered = value.to_owned();
         altered.pop();
         altered.push(if value.ends_with('A') { 'B' } else { 'A' });
+        // Also after the real token was just accepted (and remembered).
+        assert!(tokens.authenticate(value).await?.is_some());
         assert!(tokens.authenticate(&altered).await?.is_none());
         assert!(tokens.authenticate("").await?.is_none());
         assert!(

@@ -9,6 +9,7 @@
 //! `Plaintext` does not percent-encode the two secrets before joining them,
 //! which breaks any secret holding a reserved character.
 
+use std::borrow::Cow;
 use std::fmt::{self, Display, Write as _};
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -16,7 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use oauth1_request::signature_method::{HmacSha1, Sign, SignatureMethod as CrateSignatureMethod};
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, PercentEncode, utf8_percent_encode};
 use rand::Rng as _;
 use rand::distributions::Alphanumeric;
 use sha2::Sha512;
@@ -33,7 +34,29 @@ const RFC3986_RESERVED: &AsciiSet = &NON_ALPHANUMERIC
 
 /// Percent-encodes a string as RFC 5849 §3.6 requires.
 pub fn percent_encode(value: &str) -> String {
-    utf8_percent_encode(value, RFC3986_RESERVED).to_string()
+    encoded(value).to_string()
+}
+
+/// `value` percent-encoded as RFC 5849 §3.6 requires, written out lazily (no
+/// allocation when it is displayed straight into a MAC or a header).
+fn encoded(value: &str) -> PercentEncode<'_> {
+    utf8_percent_encode(value, RFC3986_RESERVED)
+}
+
+/// RFC 3986's unreserved characters, the complement of [`RFC3986_RESERVED`].
+fn is_unreserved(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~')
+}
+
+/// Percent-encodes `value`, borrowing it when nothing needs encoding.
+fn encoded_cow(value: Cow<'_, str>) -> Cow<'_, str> {
+    match value {
+        Cow::Borrowed(value) => encoded(value).into(),
+        // A borrowed result may be the encoding of a single character (from
+        // the encoder's table), not `value` itself: ask about the bytes.
+        Cow::Owned(value) if value.bytes().all(is_unreserved) => Cow::Owned(value),
+        Cow::Owned(value) => Cow::Owned(percent_encode(&value)),
+    }
 }
 
 /// The three signature methods the Clever Cloud API accepts.
@@ -161,7 +184,7 @@ impl Signed {
             if index > 0 {
                 header.push_str(", ");
             }
-            let _ = write!(header, "{name}=\"{}\"", percent_encode(value));
+            let _ = write!(header, "{name}=\"{}\"", encoded(value));
         }
         header
     }
@@ -203,11 +226,19 @@ impl Signer {
     /// Signs `request` with a fresh nonce and timestamp, and returns the
     /// `Authorization` header value.
     pub fn authorization(&self, request: &Request<'_>) -> String {
-        self.sign(request, &Freshness::now()).authorization_header()
+        // Every proxied call comes through here: the base string is only
+        // hashed, never written down.
+        self.sign_recording(request, &Freshness::now(), false)
+            .authorization_header()
     }
 
-    /// Signs `request` with the given nonce and timestamp.
+    /// Signs `request` with the given nonce and timestamp, keeping the base
+    /// string it signed in [`Signed::base_string`].
     pub fn sign(&self, request: &Request<'_>, freshness: &Freshness) -> Signed {
+        self.sign_recording(request, freshness, true)
+    }
+
+    fn sign_recording(&self, request: &Request<'_>, freshness: &Freshness, record: bool) -> Signed {
         let mut oauth_params: Vec<(&'static str, String)> = Vec::with_capacity(9);
         oauth_params.push(("oauth_consumer_key", request.consumer.key.clone()));
         if let Some(token) = request.token {
@@ -224,19 +255,30 @@ impl Signer {
             oauth_params.push(("oauth_verifier", verifier.expose().to_owned()));
         }
 
-        let base = BaseString::new(request, &oauth_params);
         let consumer_secret = request.consumer.secret.expose();
         let token_secret = request.token.map(|token| token.secret.expose());
-        let (signature, base_string) = match self.method {
-            SignatureMethod::HmacSha512 => {
-                base.sign_with(HmacSha512, consumer_secret, token_secret)
-            }
-            SignatureMethod::HmacSha1 => {
-                base.sign_with(HmacSha1::new(), consumer_secret, token_secret)
-            }
-            SignatureMethod::Plaintext => {
-                (signing_key(consumer_secret, token_secret), String::new())
-            }
+        let (signature, base_string) = {
+            let base = BaseString::new(request, &oauth_params);
+            let base_string = match self.method {
+                SignatureMethod::Plaintext => String::new(),
+                _ if record => base.record(),
+                _ => String::new(),
+            };
+            let signature = match self.method {
+                SignatureMethod::HmacSha512 => {
+                    let mac = base.sign(HmacSha512, consumer_secret, token_secret);
+                    base64::engine::general_purpose::STANDARD.encode(mac.0)
+                }
+                SignatureMethod::HmacSha1 => {
+                    // The crate's signatures display percent-encoded.
+                    let signature = base.sign(HmacSha1::new(), consumer_secret, token_secret);
+                    percent_encoding::percent_decode_str(&signature.to_string())
+                        .decode_utf8_lossy()
+                        .into_owned()
+                }
+                SignatureMethod::Plaintext => signing_key(consumer_secret, token_secret),
+            };
+            (signature, base_string)
         };
         oauth_params.push(("oauth_signature", signature));
         Signed {
@@ -246,17 +288,18 @@ impl Signer {
     }
 }
 
-/// The parts of an RFC 5849 §3.4.1 signature base string, each encoded once.
-struct BaseString {
-    method: String,
+/// The parts of an RFC 5849 §3.4.1 signature base string, each encoded once
+/// (and borrowed from the request wherever encoding changes nothing).
+struct BaseString<'a> {
+    method: Cow<'a, str>,
     base_uri: String,
     /// Name and value pairs, percent-encoded, sorted by name then value.
-    parameters: Vec<(String, String)>,
+    parameters: Vec<(Cow<'a, str>, Cow<'a, str>)>,
 }
 
-impl BaseString {
-    fn new(request: &Request<'_>, oauth_params: &[(&'static str, String)]) -> Self {
-        let mut parameters: Vec<(String, String)> = request
+impl<'a> BaseString<'a> {
+    fn new(request: &Request<'a>, oauth_params: &'a [(&'static str, String)]) -> Self {
+        let mut parameters: Vec<(Cow<'a, str>, Cow<'a, str>)> = request
             .url
             .query_pairs()
             .chain(
@@ -265,61 +308,56 @@ impl BaseString {
                     .into_iter()
                     .flat_map(|body| url::form_urlencoded::parse(body)),
             )
-            .map(|(name, value)| (percent_encode(&name), percent_encode(&value)))
+            .map(|(name, value)| (encoded_cow(name), encoded_cow(value)))
             .chain(
                 oauth_params
                     .iter()
-                    .map(|(name, value)| ((*name).to_owned(), percent_encode(value))),
+                    .map(|(name, value)| (Cow::Borrowed(*name), encoded(value).into())),
             )
             .collect();
         parameters.sort_unstable();
+        let method = if request.method.bytes().any(|byte| byte.is_ascii_lowercase()) {
+            Cow::Owned(request.method.to_ascii_uppercase())
+        } else {
+            Cow::Borrowed(request.method)
+        };
         Self {
-            method: request.method.to_ascii_uppercase(),
+            method,
             base_uri: base_string_uri(request.url),
             parameters,
         }
     }
 
-    /// Feeds the base string to `sign`: `METHOD&uri&name%3Dvalue%26…`.
+    /// Feeds the base string to `sign`: `METHOD&uri&name%3Dvalue%26…`, each
+    /// part encoded a second time on the way, without allocating.
     fn feed<S: Sign>(&self, sign: &mut S) {
         sign.request_method(&self.method);
-        sign.uri(percent_encode(&self.base_uri));
+        sign.uri(encoded(&self.base_uri));
         for (index, (name, value)) in self.parameters.iter().enumerate() {
             if index > 0 {
                 sign.delimiter();
             }
-            sign.parameter(&percent_encode(name), percent_encode(value));
+            sign.parameter(&Cow::from(encoded(name)), encoded(value));
         }
     }
 
-    /// The signature (decoded) and the base string it signed.
-    fn sign_with<M: CrateSignatureMethod>(
-        &self,
-        method: M,
-        consumer_secret: &str,
-        token_secret: Option<&str>,
-    ) -> (String, String) {
+    /// The base string itself.
+    fn record(&self) -> String {
         let mut recorder = BaseStringRecorder::default();
         self.feed(&mut recorder);
-        (
-            self.sign_only(method, consumer_secret, token_secret),
-            recorder.0,
-        )
+        recorder.0
     }
 
-    fn sign_only<M: CrateSignatureMethod>(
+    /// The signature of the base string.
+    fn sign<M: CrateSignatureMethod>(
         &self,
         method: M,
         consumer_secret: &str,
         token_secret: Option<&str>,
-    ) -> String {
+    ) -> <M::Sign as Sign>::Signature {
         let mut sign = method.sign_with(consumer_secret, Some(token_secret.unwrap_or_default()));
         self.feed(&mut sign);
-        // The crate's signatures display percent-encoded, ready for a header.
-        let encoded = sign.end().to_string();
-        percent_encoding::percent_decode_str(&encoded)
-            .decode_utf8_lossy()
-            .into_owned()
+        sign.end()
     }
 }
 
@@ -373,8 +411,8 @@ impl Sign for BaseStringRecorder {
 fn signing_key(consumer_secret: &str, token_secret: Option<&str>) -> String {
     format!(
         "{}&{}",
-        percent_encode(consumer_secret),
-        percent_encode(token_secret.unwrap_or_default())
+        encoded(consumer_secret),
+        encoded(token_secret.unwrap_or_default())
     )
 }
 
@@ -384,6 +422,16 @@ pub struct HmacSha512;
 
 /// An HMAC-SHA512 computation in progress.
 pub struct HmacSha512Sign(Hmac<Sha512>);
+
+/// Lets `write!` feed a MAC directly, with no intermediate `String`.
+struct MacWriter<'a, M>(&'a mut M);
+
+impl<M: Mac> fmt::Write for MacWriter<'_, M> {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        self.0.update(text.as_bytes());
+        Ok(())
+    }
+}
 
 /// An HMAC-SHA512 signature, displayed base64 then percent-encoded like the
 /// crate's own signatures.
@@ -413,14 +461,13 @@ impl Sign for HmacSha512Sign {
     }
 
     fn uri<T: Display>(&mut self, uri: T) {
-        self.0.update(uri.to_string().as_bytes());
-        self.0.update(b"&");
+        let _ = write!(MacWriter(&mut self.0), "{uri}&");
     }
 
     fn parameter<V: Display>(&mut self, key: &str, value: V) {
         self.0.update(key.as_bytes());
         self.0.update(b"%3D");
-        self.0.update(value.to_string().as_bytes());
+        let _ = write!(MacWriter(&mut self.0), "{value}");
     }
 
     fn delimiter(&mut self) {
@@ -434,8 +481,8 @@ impl Sign for HmacSha512Sign {
 
 impl Display for HmacSha512Signature {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let encoded = base64::engine::general_purpose::STANDARD.encode(&self.0);
-        f.write_str(&percent_encode(&encoded))
+        let base64 = base64::engine::general_purpose::STANDARD.encode(&self.0);
+        Display::fmt(&encoded(&base64), f)
     }
 }
 
@@ -579,6 +626,27 @@ mod tests {
 
         let plaintext = Signer::new(SignatureMethod::Plaintext).sign(&request, &freshness);
         assert_eq!(plaintext.signature(), signing_key);
+    }
+
+    /// A parameter that decodes to one reserved character (`%2B` is `+`)
+    /// is encoded back, then encoded again in the base string.
+    #[test]
+    fn decoded_single_characters_are_encoded_again() {
+        let url =
+            Url::parse("https://api.example.com/v2/self?g=%2B&h=a+b&i=x").expect("static URL");
+        let consumer = Credentials::new("key", "secret");
+        let freshness = Freshness {
+            nonce: "n".into(),
+            timestamp: 1,
+        };
+        let signed = Signer::default().sign(&plain_get(&url, &consumer), &freshness);
+        assert!(
+            signed
+                .base_string
+                .contains("&g%3D%252B%26h%3Da%2520b%26i%3Dx%26"),
+            "{}",
+            signed.base_string
+        );
     }
 
     #[test]
