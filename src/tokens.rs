@@ -258,11 +258,6 @@ impl ProxyTokens {
         Ok(Some((record.info, record.grant)))
     }
 
-    /// How many live tokens `grant`'s owner has (for metrics and pages).
-    pub async fn count(&self, grant: &AccessGrant) -> Result<usize, TokenError> {
-        Ok(self.list(grant).await?.len())
-    }
-
     async fn load_token(&self, id: Id) -> Result<Option<TokenRecord>, TokenError> {
         Ok(self
             .load_token_with_expiry(id)
@@ -284,11 +279,8 @@ impl ProxyTokens {
     }
 
     async fn index(&self, owner: &str) -> Result<Vec<IndexEntry>, TokenError> {
-        let Some(mut record) = self.store.load(&index_record_id(owner)).await? else {
-            return Ok(Vec::new());
-        };
-        match record.data.remove(INDEX_FIELD) {
-            Some(value) => Ok(serde_json::from_value(value)?),
+        match self.store.load(&index_record_id(owner)).await? {
+            Some(mut record) => index_entries(&mut record),
             None => Ok(Vec::new()),
         }
     }
@@ -301,11 +293,13 @@ impl ProxyTokens {
     ) -> Result<(), TokenError> {
         let _guard = self.index_lock.lock().await;
         let id = index_record_id(owner);
-        let current = self.store.load(&id).await?;
-        let expiry_date = current
-            .as_ref()
-            .map_or(expiry_date, |record| record.expiry_date.max(expiry_date));
-        let mut entries = self.index(owner).await?;
+        let (mut entries, expiry_date) = match self.store.load(&id).await? {
+            Some(mut record) => (
+                index_entries(&mut record)?,
+                record.expiry_date.max(expiry_date),
+            ),
+            None => (Vec::new(), expiry_date),
+        };
         change(&mut entries);
         if entries.is_empty() {
             self.store.delete(&id).await?;
@@ -320,6 +314,14 @@ impl ProxyTokens {
                 .await?;
         }
         Ok(())
+    }
+}
+
+/// The entries of an index record (none if the field is missing).
+fn index_entries(record: &mut Record) -> Result<Vec<IndexEntry>, TokenError> {
+    match record.data.remove(INDEX_FIELD) {
+        Some(value) => Ok(serde_json::from_value(value)?),
+        None => Ok(Vec::new()),
     }
 }
 
