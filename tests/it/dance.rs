@@ -7,6 +7,11 @@ use crate::support::{
     ConsumerMode, FakeApi, Mode, Options, TestApp, browser, element_text, location,
 };
 
+/// Whether the page `response` carries contains `text`.
+async fn page_says(response: reqwest::Response, text: &str) -> bool {
+    response.text().await.expect("page body").contains(text)
+}
+
 const METHODS: [&str; 3] = ["HMAC-SHA512", "HMAC-SHA1", "PLAINTEXT"];
 
 async fn credentials_page(app: &TestApp, client: &reqwest::Client) -> String {
@@ -198,13 +203,7 @@ async fn a_callback_for_another_browsers_login_is_refused_and_changes_nothing() 
     let refused = mallory.get(&alice_callback).send().await.expect("callback");
 
     assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
-    assert!(
-        refused
-            .text()
-            .await
-            .unwrap_or_default()
-            .contains("Unexpected callback")
-    );
+    assert!(page_says(refused, "Unexpected callback").await);
     assert!(
         app.api.issued_access_tokens().is_empty(),
         "nothing exchanged"
@@ -413,10 +412,7 @@ async fn api_failures_give_pages_that_say_what_happened() {
         let failed = app.start_login(&client).await;
 
         assert_eq!(failed.status(), status, "{mode:?}");
-        assert!(
-            failed.text().await.unwrap_or_default().contains(words),
-            "{mode:?}"
-        );
+        assert!(page_says(failed, words).await, "{mode:?}");
         let home = app.get(&client, "/").await;
         assert_eq!(location(&home), "/login", "{mode:?}: not logged in");
     }
@@ -438,13 +434,7 @@ async fn an_unreachable_api_gives_a_bad_gateway_page() {
     let failed = app.start_login(&browser()).await;
 
     assert_eq!(failed.status(), StatusCode::BAD_GATEWAY);
-    assert!(
-        failed
-            .text()
-            .await
-            .unwrap_or_default()
-            .contains("could not reach")
-    );
+    assert!(page_says(failed, "could not reach").await);
 }
 
 #[tokio::test]
@@ -458,13 +448,7 @@ async fn a_rejected_verifier_leaves_the_browser_logged_out() {
     let refused = client.get(&forged).send().await.expect("callback");
 
     assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
-    assert!(
-        refused
-            .text()
-            .await
-            .unwrap_or_default()
-            .contains("Authorization refused")
-    );
+    assert!(page_says(refused, "Authorization refused").await);
     assert!(app.api.issued_access_tokens().is_empty());
 }
 
