@@ -8,6 +8,7 @@
 # authenticates a proxy token, as a service would use it.
 #
 # Usage: bash bench/proxy.sh          (DURATION=10s THREADS=2 CONNECTIONS=32)
+#        TARGETS="nginx ours" bash bench/proxy.sh   (a subset, while iterating)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -72,7 +73,8 @@ http {
 }
 EOF
 nginx -p "$work/nginx" -e "$work/nginx/logs/error.log" -c "$work/nginx/nginx.conf" &
-pids+=($!)
+nginx_pid=$!
+pids+=("$nginx_pid")
 
 # Ours, with an operator consumer (the stub accepts any). RUST_LOG=warn
 # drops the per-request log line, as `access_log off` does for nginx.
@@ -82,7 +84,8 @@ RUST_LOG=warn target/release/oauth-consumer-server \
   --api-host "http://127.0.0.1:$STUB_PORT" \
   --oauth-consumer-key bench-consumer --oauth-consumer-secret bench-consumer-secret \
   --oauth-signature-method HMAC-SHA512 >"$work/ours.log" 2>&1 &
-pids+=($!)
+ours_pid=$!
+pids+=("$ours_pid")
 
 wait_for "$STUB_PORT" /
 wait_for "$NGINX_PORT" /
@@ -104,31 +107,50 @@ token=$(curl -sf -c "$jar" -b "$jar" -H "Origin: $ours" -H 'Content-Type: applic
 status=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $token" "$ours/api$PATH_UNDER_TEST")
 [ "$status" = 200 ] || { echo "the proxy answered $status" >&2; exit 1; }
 
-# Runs wrk against $1 (extra wrk arguments follow); prints one table row.
+# CPU time (clock ticks, user + system) of process $1 and its children.
+cpu_ticks() {
+  local total=0 pid ticks
+  for pid in "$1" $(pgrep -P "$1"); do
+    ticks=$(awk '{ print $14 + $15 }' "/proc/$pid/stat" 2>/dev/null || echo 0)
+    total=$((total + ticks))
+  done
+  echo "$total"
+}
+
+# Runs wrk against $3 while measuring the CPU of process $2 (extra wrk
+# arguments follow); prints one table row.
 load() {
-  local name=$1 url=$2
-  shift 2
-  local out
+  local name=$1 pid=$2 url=$3
+  shift 3
+  local out before after
+  before=$(cpu_ticks "$pid")
   out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$@" "$url")
+  after=$(cpu_ticks "$pid")
   if grep -q 'Non-2xx' <<<"$out"; then
     echo "$name: some answers were not 2xx:" >&2
     echo "$out" >&2
     exit 1
   fi
-  awk -v name="$name" '
+  awk -v name="$name" -v ticks=$((after - before)) -v hz="$(getconf CLK_TCK)" '
     /^ +50%/ { p50 = $2 } /^ +75%/ { p75 = $2 } /^ +90%/ { p90 = $2 } /^ +99%/ { p99 = $2 }
     /^Requests\/sec:/ { rps = $2 }
-    END { printf "%-7s %12s %9s %9s %9s %9s\n", name, rps, p50, p75, p90, p99 }
+    / requests in / { requests = $1 }
+    END { printf "%-7s %12s %9s %9s %9s %9s %12.1f\n", name, rps, p50, p75, p90, p99, ticks * 1e6 / hz / requests }
   ' <<<"$out"
 }
 
 echo "wrk: $THREADS threads, $CONNECTIONS connections, $DURATION each; GET $PATH_UNDER_TEST; $(nproc) cores"
-printf "%-7s %12s %9s %9s %9s %9s\n" target "requests/s" p50 p75 p90 p99
+echo "cpu/req: CPU time of the server under test (not of the stub behind it) per request"
+printf "%-7s %12s %9s %9s %9s %9s %12s\n" target "requests/s" p50 p75 p90 p99 "cpu/req (us)"
 rows=$(
-  load direct "http://127.0.0.1:$STUB_PORT$PATH_UNDER_TEST"
-  load nginx "http://127.0.0.1:$NGINX_PORT$PATH_UNDER_TEST"
-  load ours "$ours/api$PATH_UNDER_TEST" -H "Authorization: Bearer $token"
+  for target in ${TARGETS:-direct nginx ours}; do
+    case $target in
+      direct) load direct "${pids[0]}" "http://127.0.0.1:$STUB_PORT$PATH_UNDER_TEST" ;;
+      nginx) load nginx "$nginx_pid" "http://127.0.0.1:$NGINX_PORT$PATH_UNDER_TEST" ;;
+      ours) load ours "$ours_pid" "$ours/api$PATH_UNDER_TEST" -H "Authorization: Bearer $token" ;;
+    esac
+  done
 )
 echo "$rows"
 awk '$1 == "nginx" { nginx = $2 } $1 == "ours" { ours = $2 }
-     END { printf "ours/nginx: %.2f (target: 0.80 or more)\n", ours / nginx }' <<<"$rows"
+     END { if (nginx && ours) printf "ours/nginx: %.2f (target: 0.80 or more)\n", ours / nginx }' <<<"$rows"

@@ -143,6 +143,11 @@ pub struct Config {
     /// Seconds in-flight requests get to finish after SIGTERM or SIGINT.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
+
+    /// Threads serving requests, each with its own event loop and API
+    /// connection pool. Unset: one per CPU core.
+    #[arg(long, env = "WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub worker_threads: Option<u16>,
 }
 
 /// How log lines are written.
@@ -256,6 +261,15 @@ impl Config {
     /// Where to listen.
     pub fn listen_addr(&self) -> SocketAddr {
         SocketAddr::new(self.host, self.port)
+    }
+
+    /// How many worker threads serve requests: `WORKER_THREADS`, else one
+    /// per CPU core.
+    pub fn worker_threads(&self) -> usize {
+        self.worker_threads.map_or_else(
+            || std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            usize::from,
+        )
     }
 
     /// The public base URL, always ending with `/`.
@@ -379,6 +393,18 @@ mod tests {
         );
         assert_eq!(config.oauth_signature_method, SignatureMethod::HmacSha512);
         assert!(!config.secure_cookies());
+        Ok(())
+    }
+
+    #[test]
+    fn worker_threads_default_to_the_cores_and_must_be_positive() -> anyhow::Result<()> {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        assert_eq!(parse(&[])?.worker_threads(), cores);
+        assert_eq!(parse(&["--worker-threads", "3"])?.worker_threads(), 3);
+        let zero = parse(&["--worker-threads", "0"])
+            .err()
+            .map(|e| e.to_string());
+        assert!(zero.unwrap_or_default().contains("worker-threads"));
         Ok(())
     }
 

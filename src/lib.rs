@@ -30,9 +30,34 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::oauth::{OAuthClient, Signer};
 
-/// What every handler may use; cheap to clone.
+/// What every handler may use: one `Arc`, so the several clones each
+/// request makes (extractors, middleware) cost one reference count.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// The same state with its own pooled client to the API: each worker
+    /// thread gets one, so a request and its upstream connection are served
+    /// by one thread (see [`serve::serve_on_workers`]).
+    pub fn with_own_api_client(&self) -> reqwest::Result<Self> {
+        Ok(Self(Arc::new(Shared {
+            api_client: proxy::client(&self.config)?,
+            ..Shared::clone(&self.0)
+        })))
+    }
+}
+
+/// The contents of [`AppState`].
+#[derive(Clone)]
+pub struct Shared {
     /// The configuration, parsed once.
     pub config: Arc<Config>,
     /// The client of the API's OAuth endpoints.
@@ -53,12 +78,28 @@ pub struct AppState {
     pub relays: Arc<relay::RelayRegistry>,
 }
 
-/// The application: its router and the state its handlers share.
+/// The application: its routes and the state its handlers share.
 pub struct App {
-    /// Every route, with the middleware.
-    pub router: Router,
+    /// Every route, with the middleware, waiting for its state.
+    routes: Router<AppState>,
     /// The shared state (shutdown token, metrics, store, …).
     pub state: AppState,
+}
+
+impl App {
+    /// The router, serving with [`App::state`].
+    pub fn router(&self) -> Router {
+        self.routes.clone().with_state(self.state.clone())
+    }
+
+    /// A router for one worker thread: the same routes and state, with the
+    /// worker's own pooled client to the API.
+    pub fn worker_router(&self) -> reqwest::Result<Router> {
+        Ok(self
+            .routes
+            .clone()
+            .with_state(self.state.with_own_api_client()?))
+    }
 }
 
 /// Builds the application for `config`: routes, sessions, middleware.
@@ -72,7 +113,7 @@ pub async fn app_with_shutdown(
     config: Config,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Router> {
-    Ok(build(config, shutdown).await?.router)
+    Ok(build(config, shutdown).await?.router())
 }
 
 /// Builds the application and keeps its state at hand, for
@@ -100,7 +141,7 @@ pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         .context("setting up the session store")?;
     let session_layer = session::layer(store.clone(), &config);
     let relays = relay::RelayRegistry::counting_into(metrics.relays_open_gauge());
-    let state = AppState {
+    let state = AppState(Arc::new(Shared {
         config: Arc::new(config),
         oauth,
         tokens: Arc::new(tokens::ProxyTokens::new(store.clone())),
@@ -110,7 +151,7 @@ pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         metrics,
         trusted_proxies: Arc::new(trusted_proxies),
         relays: Arc::new(relays),
-    };
+    }));
     let router = Router::new()
         .merge(web::router())
         .merge(proxy::router())
@@ -128,7 +169,7 @@ pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             telemetry::track,
         ));
     Ok(App {
-        router: router.with_state(state.clone()),
+        routes: router,
         state,
     })
 }

@@ -26,21 +26,24 @@ fn main() -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-#[tokio::main]
+/// Requests are served on worker threads (see `serve::serve_on_workers`);
+/// this thread's event loop keeps the rest: signals, and the session store's
+/// background tasks.
+#[tokio::main(flavor = "current_thread")]
 async fn run_server() -> anyhow::Result<()> {
     let config = Config::from_env_and_args().unwrap_or_else(|error| error.exit());
     telemetry::init(config.log_format);
     let addr = config.listen_addr();
+    let workers = config.worker_threads();
     let shutdown = CancellationToken::new();
     let app = build(config, shutdown.clone()).await?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
-    tracing::info!(%addr, "listening");
+    let listener =
+        std::net::TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
+    tracing::info!(%addr, workers, "listening");
     tokio::spawn(async move {
         serve::signal().await;
         shutdown.cancel();
     });
-    serve::serve(listener, app).await?;
+    serve::serve_on_workers(listener, app, workers).await?;
     Ok(())
 }

@@ -65,7 +65,7 @@ async fn ready_says_503_once_shutting_down() {
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("address");
-    tokio::spawn(async move { axum::serve(listener, app.router).await });
+    tokio::spawn(async move { axum::serve(listener, app.router()).await });
     let client = browser();
     let before = client
         .get(format!("http://{addr}/ready"))
