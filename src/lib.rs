@@ -47,7 +47,7 @@ impl AppState {
     /// The same state with its own pooled client to the API: each worker
     /// thread gets one, so a request and its upstream connection are served
     /// by one thread (see [`serve::serve_on_workers`]).
-    pub fn with_own_api_client(&self) -> reqwest::Result<Self> {
+    pub fn with_own_api_client(&self) -> Result<Self, proxy::upstream::UrlNotAnOrigin> {
         Ok(Self(Arc::new(Shared {
             api_client: proxy::client(&self.config)?,
             ..Shared::clone(&self.0)
@@ -66,8 +66,8 @@ pub struct Shared {
     pub store: session::Store,
     /// Proxy tokens, kept in the same store.
     pub tokens: Arc<tokens::ProxyTokens>,
-    /// The proxy's pooled HTTP client to the API.
-    pub api_client: reqwest::Client,
+    /// The proxy's pool of connections to the API.
+    pub api_client: proxy::ApiClient,
     /// Cancelled when the server starts shutting down.
     pub shutdown: CancellationToken,
     /// What the server counts, for `/metrics`.
@@ -94,7 +94,7 @@ impl App {
 
     /// A router for one worker thread: the same routes and state, with the
     /// worker's own pooled client to the API.
-    pub fn worker_router(&self) -> reqwest::Result<Router> {
+    pub fn worker_router(&self) -> Result<Router, proxy::upstream::UrlNotAnOrigin> {
         Ok(self
             .routes
             .clone()

@@ -8,6 +8,7 @@
 
 pub mod headers;
 pub mod target;
+pub mod upstream;
 
 use std::time::Instant;
 
@@ -29,22 +30,22 @@ use crate::oauth::Signer;
 use crate::oauth::signature;
 
 pub use target::TargetError;
+pub use upstream::{ApiClient, UpstreamError};
 
 /// The proxy's route.
 pub fn router() -> Router<AppState> {
     Router::new().route("/api/{*path}", any(forward))
 }
 
-/// The one HTTP client of the proxy, pooled for the whole server.
-pub fn client(config: &Config) -> reqwest::Result<reqwest::Client> {
-    reqwest::Client::builder()
-        // A redirect is the API's answer to the client; following it here
-        // would send a signed request wherever the answer points.
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(config.api_connect_timeout())
-        // Between two reads, not in total: streams may last for hours.
-        .read_timeout(config.api_idle_timeout())
-        .build()
+/// A pool of connections to the API, with the configured time-outs. It
+/// follows no redirect: a redirect is the API's answer to the client, and
+/// following it here would send a signed request wherever it points.
+pub fn client(config: &Config) -> Result<ApiClient, upstream::UrlNotAnOrigin> {
+    ApiClient::new(
+        &config.api_host,
+        config.api_connect_timeout(),
+        config.api_idle_timeout(),
+    )
 }
 
 /// Why a request was not forwarded, or got no answer from the API.
@@ -68,22 +69,20 @@ pub enum ProxyError {
     NoConsumer,
     /// No connection to the API.
     #[error("the Clever Cloud API could not be reached")]
-    Unreachable(#[source] reqwest::Error),
+    Unreachable(#[source] UpstreamError),
     /// Connecting took longer than `API_CONNECT_TIMEOUT_SECS`.
     #[error("the Clever Cloud API did not accept a connection in time")]
-    ConnectTimeout(#[source] reqwest::Error),
+    ConnectTimeout(#[source] UpstreamError),
     /// The API stayed silent longer than `API_IDLE_TIMEOUT_SECS`.
     #[error("the Clever Cloud API stopped answering (idle time-out)")]
-    IdleTimeout(#[source] reqwest::Error),
+    IdleTimeout(#[source] UpstreamError),
     /// The signature could not be put in a header (not expected to happen).
     #[error("internal error")]
     Signing,
 }
 
 impl ProxyError {
-    fn upstream(error: reqwest::Error) -> Self {
-        // The URL may carry the caller's query: it stays out of logs.
-        let error = error.without_url();
+    fn upstream(error: UpstreamError) -> Self {
         match (error.is_timeout(), error.is_connect()) {
             (true, true) => Self::ConnectTimeout(error),
             (true, false) => Self::IdleTimeout(error),
@@ -116,7 +115,7 @@ impl IntoResponse for ProxyError {
     }
 }
 
-/// An error and its sources, joined: reqwest's own text leaves the cause out.
+/// An error and its sources, joined: the first text alone leaves the cause out.
 fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
@@ -154,9 +153,10 @@ async fn forward(
         let form = read_form(body, config.proxy_form_limit_bytes).await?;
         // Whatever length the client announced, this is the body sent.
         parts.headers.remove(header::CONTENT_LENGTH);
-        (Some(form.clone()), Some(reqwest::Body::from(form)))
+        (Some(form.clone()), Body::from(form))
     } else {
-        (None, streamed(body))
+        // Streamed as it comes; an empty one is sent as no body at all.
+        (None, body)
     };
     let authorization =
         Signer::new(config.oauth_signature_method).authorization(&signature::Request {
@@ -172,32 +172,21 @@ async fn forward(
     let authorization = HeaderValue::try_from(authorization).map_err(|_| ProxyError::Signing)?;
     parts.headers.insert(header::AUTHORIZATION, authorization);
 
-    let mut request = state
-        .api_client
-        .request(parts.method, url)
-        .headers(parts.headers);
-    if let Some(outgoing) = outgoing {
-        request = request.body(outgoing);
-    }
+    parts.uri = target::request_target(&url)?;
+    let request = http::Request::from_parts(parts, outgoing);
     let started = Instant::now();
-    let answer = request.send().await;
-    state.metrics.record_upstream(
-        UPSTREAM,
-        started.elapsed(),
-        UpstreamOutcome::of_response(&answer),
-    );
-    let answer = answer.map_err(ProxyError::upstream)?;
-
-    let (mut parts, body) = http::Response::from(answer).into_parts();
+    let answer = state.api_client.send(request).await;
+    let outcome = match &answer {
+        Ok(answer) => UpstreamOutcome::Status(answer.status().as_u16()),
+        Err(error) => error.outcome(),
+    };
+    state
+        .metrics
+        .record_upstream(UPSTREAM, started.elapsed(), outcome);
+    let (mut parts, body) = answer.map_err(ProxyError::upstream)?.into_parts();
     tracing::debug!(status = parts.status.as_u16(), "proxied");
     headers::for_client(&mut parts.headers);
     Ok(Response::from_parts(parts, Body::new(body)))
-}
-
-/// The client's body as a stream to the API; `None` when there is none, so
-/// a bodiless request is not sent with an empty chunked body.
-fn streamed(body: Body) -> Option<reqwest::Body> {
-    (!body.is_end_stream()).then(|| reqwest::Body::wrap_stream(body.into_data_stream()))
 }
 
 /// Whether the body is `application/x-www-form-urlencoded`, whose

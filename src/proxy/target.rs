@@ -54,6 +54,13 @@ pub fn target_url(api_host: &Url, uri: &Uri) -> Result<Url, TargetError> {
     Ok(url)
 }
 
+/// The request target sent to the API for `url` (one [`target_url`] made):
+/// its path and query, in origin form.
+pub fn request_target(url: &Url) -> Result<Uri, TargetError> {
+    // Anything `url` holds was checked, and is a valid origin-form target.
+    Uri::try_from(&url[url::Position::BeforePath..]).map_err(|_| TargetError::NotUnderPrefix)
+}
+
 /// Checks a path (starting with `/`) segment by segment, each also
 /// percent-decoded, since the API or a proxy before it may decode it.
 pub fn check_path(path: &str) -> Result<(), TargetError> {
