@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod forwarded;
 pub mod healthcheck;
+pub mod hex;
 pub mod metrics;
 pub mod oauth;
 pub mod proxy;

@@ -59,7 +59,7 @@ pub fn request_id(presented: Option<&HeaderValue>) -> RequestId {
 fn new_request_id() -> String {
     let mut bytes = [0_u8; 16];
     rand::thread_rng().fill_bytes(&mut bytes);
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+    crate::hex::encode(&bytes)
 }
 
 /// Middleware around every route: gives the request an id (returned in
@@ -71,11 +71,11 @@ fn new_request_id() -> String {
 pub async fn track(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let started = Instant::now();
     let id = request_id(request.headers().get(&REQUEST_ID));
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or(UNMATCHED_ROUTE, MatchedPath::as_str)
-        .to_owned();
+    // A checked id is header-safe; the fallback is never used.
+    let id_header =
+        HeaderValue::from_str(&id.0).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let route = route.as_ref().map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
     let method = request.method().clone();
     let client = request
         .extensions()
@@ -84,16 +84,15 @@ pub async fn track(State(state): State<AppState>, mut request: Request, next: Ne
     if let Some(client) = client {
         request.extensions_mut().insert(client);
     }
-    request.extensions_mut().insert(id.clone());
-    let client = client
-        .as_ref()
-        .map_or_else(|| "unknown".to_owned(), ClientInfo::to_string);
-    let quiet = QUIET_ROUTES.contains(&route.as_str());
+    // Fields are only formatted when the span is enabled.
+    let client = OrUnknown(client);
+    let quiet = QUIET_ROUTES.contains(&route);
     let span = if quiet {
         tracing::debug_span!("request", request_id = %id.0, method = %method, route = %route, client = %client)
     } else {
         tracing::info_span!("request", request_id = %id.0, method = %method, route = %route, client = %client)
     };
+    request.extensions_mut().insert(id);
 
     let mut response = next.run(request).instrument(span.clone()).await;
 
@@ -111,11 +110,21 @@ pub async fn track(State(state): State<AppState>, mut request: Request, next: Ne
     });
     state
         .metrics
-        .record_request(method.as_str(), &route, status, latency);
-    if let Ok(value) = HeaderValue::from_str(&id.0) {
-        response.headers_mut().insert(REQUEST_ID.clone(), value);
-    }
+        .record_request(method.as_str(), route, status, latency);
+    response.headers_mut().insert(REQUEST_ID.clone(), id_header);
     response
+}
+
+/// The client's address, or `unknown` when the connection did not say.
+struct OrUnknown(Option<ClientInfo>);
+
+impl std::fmt::Display for OrUnknown {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(client) => client.fmt(formatter),
+            None => formatter.write_str("unknown"),
+        }
+    }
 }
 
 #[cfg(test)]

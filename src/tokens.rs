@@ -13,7 +13,6 @@
 //! that long after.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::sync::PoisonError;
 use std::time::Instant;
 
@@ -27,6 +26,7 @@ use tower_sessions::SessionStore as _;
 use tower_sessions::session::{Id, Record};
 use tower_sessions::session_store;
 
+use crate::hex;
 use crate::secret::Secret;
 use crate::session::{AccessGrant, Store, random_token};
 
@@ -410,13 +410,6 @@ fn sha256(parts: &[&[u8]]) -> [u8; 32] {
     hasher.finalize().into()
 }
 
-fn hex(bytes: &[u8]) -> String {
-    let mut text = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        let _ = write!(text, "{byte:02x}");
-    }
-    text
-}
 
 /// A store key derived from `value`; the domain keeps kinds apart.
 fn derived_id(domain: &str, value: &str) -> Id {
@@ -435,11 +428,11 @@ fn index_record_id(owner: &str) -> Id {
 }
 
 fn verifier(token: &str) -> String {
-    hex(&sha256(&[b"ocs/proxy-token/verify/", token.as_bytes()]))
+    hex::encode(&sha256(&[b"ocs/proxy-token/verify/", token.as_bytes()]))
 }
 
 fn public_id(token: &str) -> String {
-    hex(&sha256(&[b"ocs/proxy-token/public-id/", token.as_bytes()])[..8])
+    hex::encode(&sha256(&[b"ocs/proxy-token/public-id/", token.as_bytes()])[..8])
 }
 
 /// Whose list a token joins: the Clever Cloud user (per consumer), or the
@@ -453,7 +446,7 @@ fn owner_of(grant: &AccessGrant) -> String {
         Some(user) => format!("{consumer}/user/{user}"),
         None => format!(
             "{consumer}/token/{}",
-            hex(&sha256(&[grant.token.as_bytes()]))
+            hex::encode(&sha256(&[grant.token.as_bytes()]))
         ),
     }
 }

@@ -230,11 +230,7 @@ pub fn redis_key(id: &Id) -> String {
         .chain_update(b"ocs/redis-key/")
         .chain_update(id.0.to_le_bytes())
         .finalize();
-    let hex: String = digest[..16]
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect();
-    format!("{KEY_PREFIX}{hex}")
+    format!("{KEY_PREFIX}{}", crate::hex::encode(&digest[..16]))
 }
 
 fn backend_error(error: fred::error::Error) -> session_store::Error {

@@ -61,8 +61,7 @@ fn etag(index: usize) -> &'static str {
             .iter()
             .map(|asset| {
                 let digest = Sha256::digest(asset.body.as_bytes());
-                let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
-                format!("\"{hex}\"")
+                format!("\"{}\"", crate::hex::encode(&digest[..12]))
             })
             .collect()
     });
