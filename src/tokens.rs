@@ -410,7 +410,6 @@ fn sha256(parts: &[&[u8]]) -> [u8; 32] {
     hasher.finalize().into()
 }
 
-
 /// A store key derived from `value`; the domain keeps kinds apart.
 fn derived_id(domain: &str, value: &str) -> Id {
     let digest = sha256(&[domain.as_bytes(), value.as_bytes()]);

@@ -34,7 +34,37 @@ const RFC3986_RESERVED: &AsciiSet = &NON_ALPHANUMERIC
 
 /// Percent-encodes a string as RFC 5849 §3.6 requires.
 pub fn percent_encode(value: &str) -> String {
-    encoded(value).to_string()
+    let mut out = String::with_capacity(value.len());
+    encode_into(&mut out, value);
+    out
+}
+
+/// Appends `value` percent-encoded as RFC 5849 §3.6 requires. Every proxied
+/// request encodes its base string and header through here: runs of
+/// unreserved characters are copied whole, without `fmt` machinery.
+fn encode_into(out: &mut String, value: &str) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut rest = value;
+    while !rest.is_empty() {
+        let plain = rest.bytes().take_while(|byte| is_unreserved(*byte)).count();
+        out.push_str(&rest[..plain]);
+        let Some(&byte) = rest.as_bytes().get(plain) else {
+            break;
+        };
+        out.push('%');
+        out.push(char::from(HEX[usize::from(byte >> 4)]));
+        out.push(char::from(HEX[usize::from(byte & 0x0f)]));
+        // Reserved bytes are ASCII or part of a multi-byte character; the
+        // cut is on a character boundary once the whole character is done.
+        rest = &rest[plain..];
+        let width = rest.chars().next().map_or(1, char::len_utf8);
+        for &byte in &rest.as_bytes()[1..width] {
+            out.push('%');
+            out.push(char::from(HEX[usize::from(byte >> 4)]));
+            out.push(char::from(HEX[usize::from(byte & 0x0f)]));
+        }
+        rest = &rest[width..];
+    }
 }
 
 /// `value` percent-encoded as RFC 5849 §3.6 requires, written out lazily (no
@@ -179,12 +209,16 @@ impl Signed {
     /// `OAuth k="v", …` with every value percent-encoded and quoted, as the
     /// Clever Cloud API requires.
     pub fn authorization_header(&self) -> String {
-        let mut header = String::from("OAuth ");
+        let mut header = String::with_capacity(512);
+        header.push_str("OAuth ");
         for (index, (name, value)) in self.oauth_params.iter().enumerate() {
             if index > 0 {
                 header.push_str(", ");
             }
-            let _ = write!(header, "{name}=\"{}\"", encoded(value));
+            header.push_str(name);
+            header.push_str("=\"");
+            encode_into(&mut header, value);
+            header.push('"');
         }
         header
     }
@@ -331,13 +365,20 @@ impl<'a> BaseString<'a> {
     /// Feeds the base string to `sign`: `METHOD&uri&name%3Dvalue%26…`, each
     /// part encoded a second time on the way, without allocating.
     fn feed<S: Sign>(&self, sign: &mut S) {
+        let mut name_twice = String::with_capacity(64);
+        let mut value_twice = String::with_capacity(256);
         sign.request_method(&self.method);
-        sign.uri(encoded(&self.base_uri));
+        encode_into(&mut value_twice, &self.base_uri);
+        sign.uri(value_twice.as_str());
         for (index, (name, value)) in self.parameters.iter().enumerate() {
             if index > 0 {
                 sign.delimiter();
             }
-            sign.parameter(&Cow::from(encoded(name)), encoded(value));
+            name_twice.clear();
+            value_twice.clear();
+            encode_into(&mut name_twice, name);
+            encode_into(&mut value_twice, value);
+            sign.parameter(&name_twice, value_twice.as_str());
         }
     }
 
@@ -656,6 +697,11 @@ mod tests {
             percent_encode("!'()* +&=/é"),
             "%21%27%28%29%2A%20%2B%26%3D%2F%C3%A9"
         );
+        assert_eq!(percent_encode("a€b😀%"), "a%E2%82%ACb%F0%9F%98%80%25");
+        assert_eq!(percent_encode(""), "");
+        for text in ["é", "x\u{7f}y", "%%", "~~~ ~~~", "中文"] {
+            assert_eq!(percent_encode(text), encoded(text).to_string(), "{text}");
+        }
     }
 
     /// A GET with no token, callback or verifier.
