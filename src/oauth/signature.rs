@@ -10,6 +10,7 @@
 //! which breaks any secret holding a reserved character.
 
 use std::borrow::Cow;
+use std::collections::VecDeque;
 use std::fmt::{self, Display, Write as _};
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -461,6 +462,37 @@ fn signing_key(consumer_secret: &str, token_secret: Option<&str>) -> String {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct HmacSha512;
 
+/// How many prepared HMAC-SHA512 keys each thread keeps.
+const PREPARED_KEY_CAPACITY: usize = 16;
+
+thread_local! {
+    /// A proxy signs with the same few keys over and over, and preparing a
+    /// key (hashing it with the inner and outer pads) costs two of the
+    /// seven or so SHA-512 blocks of a signature.
+    static PREPARED_KEYS: std::cell::RefCell<PreparedKeys> =
+        const { std::cell::RefCell::new(PreparedKeys(VecDeque::new())) };
+}
+
+/// The HMAC states of the signing keys used last on this thread, newest
+/// last.
+struct PreparedKeys(VecDeque<(String, Hmac<Sha512>)>);
+
+impl PreparedKeys {
+    /// A fresh HMAC for `key`, prepared once per key.
+    fn get(&mut self, key: String) -> Hmac<Sha512> {
+        if let Some(index) = self.0.iter().position(|(known, _)| *known == key) {
+            return self.0[index].1.clone();
+        }
+        let mac = Hmac::<Sha512>::new_from_slice(key.as_bytes())
+            .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+        if self.0.len() == PREPARED_KEY_CAPACITY {
+            self.0.pop_front();
+        }
+        self.0.push_back((key, mac.clone()));
+        mac
+    }
+}
+
 /// An HMAC-SHA512 computation in progress.
 pub struct HmacSha512Sign(Hmac<Sha512>);
 
@@ -483,9 +515,7 @@ impl CrateSignatureMethod for HmacSha512 {
 
     fn sign_with(self, client_secret: &str, token_secret: Option<&str>) -> HmacSha512Sign {
         let key = signing_key(client_secret, token_secret);
-        let mac = Hmac::<Sha512>::new_from_slice(key.as_bytes())
-            .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
-        HmacSha512Sign(mac)
+        HmacSha512Sign(PREPARED_KEYS.with(|prepared| prepared.borrow_mut().get(key)))
     }
 }
 
@@ -688,6 +718,24 @@ mod tests {
             "{}",
             signed.base_string
         );
+    }
+
+    #[test]
+    fn prepared_keys_sign_as_fresh_ones_past_the_capacity() {
+        let mut prepared = PreparedKeys(VecDeque::new());
+        let keys: Vec<String> = (0..PREPARED_KEY_CAPACITY + 4)
+            .map(|n| format!("consumer&token-{n}"))
+            .collect();
+        // Twice round, so some keys are found and some were evicted.
+        for key in keys.iter().chain(&keys).chain(keys.iter().rev()) {
+            let mut mac = prepared.get(key.clone());
+            mac.update(b"base string");
+            let mut fresh = Hmac::<Sha512>::new_from_slice(key.as_bytes())
+                .unwrap_or_else(|_| unreachable!());
+            fresh.update(b"base string");
+            assert_eq!(mac.finalize().into_bytes(), fresh.finalize().into_bytes(), "{key}");
+        }
+        assert_eq!(prepared.0.len(), PREPARED_KEY_CAPACITY);
     }
 
     #[test]
