@@ -730,10 +730,14 @@ mod tests {
         for key in keys.iter().chain(&keys).chain(keys.iter().rev()) {
             let mut mac = prepared.get(key.clone());
             mac.update(b"base string");
-            let mut fresh = Hmac::<Sha512>::new_from_slice(key.as_bytes())
-                .unwrap_or_else(|_| unreachable!());
+            let mut fresh =
+                Hmac::<Sha512>::new_from_slice(key.as_bytes()).unwrap_or_else(|_| unreachable!());
             fresh.update(b"base string");
-            assert_eq!(mac.finalize().into_bytes(), fresh.finalize().into_bytes(), "{key}");
+            assert_eq!(
+                mac.finalize().into_bytes(),
+                fresh.finalize().into_bytes(),
+                "{key}"
+            );
         }
         assert_eq!(prepared.0.len(), PREPARED_KEY_CAPACITY);
     }

@@ -694,6 +694,44 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn an_https_api_with_an_untrusted_certificate_is_a_tls_error() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let key = rcgen::KeyPair::generate().expect("key");
+        let certificate = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("certificate");
+        let config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![certificate.der().clone()],
+                rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).expect("key der"),
+            )
+            .expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let handshakes = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&handshakes);
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let _ = acceptor.accept(socket).await;
+            }
+        });
+        let url = Url::parse(&format!("https://localhost:{port}")).expect("url");
+
+        let error = client(&url, Duration::from_secs(5)).send(get()).await.err();
+
+        assert!(matches!(error, Some(UpstreamError::Tls(_))), "{error:?}");
+        assert_eq!(
+            handshakes.load(Ordering::SeqCst),
+            1,
+            "the handshake was tried"
+        );
+    }
+
     #[test]
     fn only_http_origins_make_a_client() {
         for bad in ["ftp://example.com", "unix:/tmp/socket"] {
