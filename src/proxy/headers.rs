@@ -35,12 +35,27 @@ pub fn for_api(headers: &mut HeaderMap) {
     }
 }
 
+/// The API's CORS answers, which would otherwise speak for this server's
+/// origin.
+const CORS: [HeaderName; 6] = [
+    header::ACCESS_CONTROL_ALLOW_ORIGIN,
+    header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+    header::ACCESS_CONTROL_ALLOW_HEADERS,
+    header::ACCESS_CONTROL_ALLOW_METHODS,
+    header::ACCESS_CONTROL_EXPOSE_HEADERS,
+    header::ACCESS_CONTROL_MAX_AGE,
+];
+
 /// Turns the API's response headers into those sent to the client: no
-/// hop-by-hop header and no `Set-Cookie` (the client's cookies for this
-/// server are ours alone).
+/// hop-by-hop header, no `Set-Cookie` (the client's cookies for this
+/// server are ours alone), and no CORS header: which other sites may read
+/// this server's answers is this server's policy (none), not the API's.
 pub fn for_client(headers: &mut HeaderMap) {
     strip_hop_by_hop(headers);
     headers.remove(header::SET_COOKIE);
+    for name in &CORS {
+        headers.remove(name);
+    }
 }
 
 /// Removes the hop-by-hop headers and every header that `Connection` names.
@@ -116,7 +131,7 @@ mod tests {
     }
 
     #[test]
-    fn responses_lose_hop_by_hop_headers_and_cookies() {
+    fn responses_lose_hop_by_hop_headers_cookies_and_cors() {
         let mut map = headers(&[
             ("connection", "close, x-hop"),
             ("x-hop", "1"),
@@ -124,6 +139,9 @@ mod tests {
             ("keep-alive", "timeout=5"),
             ("set-cookie", "api_session=secret; Path=/"),
             ("set-cookie", "other=1"),
+            ("access-control-allow-origin", "https://evil.example"),
+            ("access-control-allow-credentials", "true"),
+            ("access-control-expose-headers", "x-request-id"),
             ("content-type", "text/event-stream"),
             ("cache-control", "no-cache"),
             ("x-request-id", "abc"),

@@ -248,10 +248,16 @@ async fn no_cookie_credential_or_hop_by_hop_header_reaches_the_api_and_no_cookie
         .await
         .expect("GET through the proxy");
 
-    // Assert: the answers keep the API's headers but not its cookie.
+    // Assert: the answers keep the API's headers but not its cookie or CORS grant.
     for response in [&from_browser, &from_service] {
         assert_eq!(response.status(), StatusCode::OK);
         assert!(response.headers().get("set-cookie").is_none());
+        assert!(
+            response
+                .headers()
+                .get("access-control-allow-origin")
+                .is_none()
+        );
         assert_eq!(
             response.headers().get("x-fake-api").map(|v| v.as_bytes()),
             Some(&b"1"[..])
