@@ -45,27 +45,23 @@ pub fn percent_encode(value: &str) -> String {
 /// unreserved characters are copied whole, without `fmt` machinery.
 fn encode_into(out: &mut String, value: &str) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let mut rest = value;
-    while !rest.is_empty() {
-        let plain = rest.bytes().take_while(|byte| is_unreserved(*byte)).count();
-        out.push_str(&rest[..plain]);
-        let Some(&byte) = rest.as_bytes().get(plain) else {
-            break;
-        };
+    // Every byte of a multi-byte character is reserved, so a run of
+    // unreserved bytes (never empty when sliced) starts and ends on
+    // character boundaries.
+    let mut run_start = 0;
+    for (index, &byte) in value.as_bytes().iter().enumerate() {
+        if is_unreserved(byte) {
+            continue;
+        }
+        if run_start < index {
+            out.push_str(&value[run_start..index]);
+        }
         out.push('%');
         out.push(char::from(HEX[usize::from(byte >> 4)]));
         out.push(char::from(HEX[usize::from(byte & 0x0f)]));
-        // Reserved bytes are ASCII or part of a multi-byte character; the
-        // cut is on a character boundary once the whole character is done.
-        rest = &rest[plain..];
-        let width = rest.chars().next().map_or(1, char::len_utf8);
-        for &byte in &rest.as_bytes()[1..width] {
-            out.push('%');
-            out.push(char::from(HEX[usize::from(byte >> 4)]));
-            out.push(char::from(HEX[usize::from(byte & 0x0f)]));
-        }
-        rest = &rest[width..];
+        run_start = index + 1;
     }
+    out.push_str(&value[run_start..]);
 }
 
 /// `value` percent-encoded as RFC 5849 §3.6 requires, written out lazily (no
