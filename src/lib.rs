@@ -159,8 +159,11 @@ pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         .merge(relay::router())
         .merge(metrics::router());
     let router = router
-        .layer(session_layer)
-        .layer(middleware::from_fn(session::answer_store_failures))
+        .layer(session::UnlessBearerProxyCall(
+            tower::ServiceBuilder::new()
+                .layer(middleware::from_fn(session::answer_store_failures))
+                .layer(session_layer),
+        ))
         .layer(middleware::map_response_with_state(
             security_headers,
             web::security::apply,

@@ -270,6 +270,67 @@ pub async fn store(config: &Config) -> Result<Store, RedisSetupError> {
     Ok(Store::new(memory, &key))
 }
 
+/// Applies the session layers (`L`) to every request but bearer calls to
+/// the proxy, which are judged on their token alone (see
+/// [`crate::auth::Caller`]): for those, making and dropping a session that
+/// nothing reads cost several percent of the proxy's CPU time.
+#[derive(Clone, Debug)]
+pub struct UnlessBearerProxyCall<L>(pub L);
+
+impl<L, S> tower::Layer<S> for UnlessBearerProxyCall<L>
+where
+    L: tower::Layer<S>,
+    S: Clone,
+{
+    type Service = UnlessBearerProxyCallService<S, L::Service>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        UnlessBearerProxyCallService {
+            plain: inner.clone(),
+            layered: self.0.layer(inner),
+        }
+    }
+}
+
+/// The service of [`UnlessBearerProxyCall`]: the inner service, plain or
+/// wrapped in the session layers.
+#[derive(Clone, Debug)]
+pub struct UnlessBearerProxyCallService<S, T> {
+    plain: S,
+    layered: T,
+}
+
+impl<S, T> tower::Service<Request> for UnlessBearerProxyCallService<S, T>
+where
+    S: tower::Service<Request>,
+    T: tower::Service<Request, Response = S::Response, Error = S::Error>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = futures_util::future::Either<S::Future, T::Future>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::ready!(self.plain.poll_ready(cx))?;
+        self.layered.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let bearer_proxy_call = request
+            .uri()
+            .path()
+            .starts_with(crate::proxy::target::PREFIX)
+            && request.headers().contains_key(header::AUTHORIZATION);
+        if bearer_proxy_call {
+            futures_util::future::Either::Left(self.plain.call(request))
+        } else {
+            futures_util::future::Either::Right(self.layered.call(request))
+        }
+    }
+}
+
 /// Middleware around the session layer: when the store fails as the layer
 /// saves a session (after the handler ran), the layer answers a bare 500;
 /// this answers the same 503 as any other store failure instead, a page for
@@ -365,6 +426,41 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         let status = response.status();
         (status, response.text().await.unwrap_or_default())
+    }
+
+    #[tokio::test]
+    async fn only_bearer_proxy_calls_go_around_the_session_layer() {
+        let config = Config::from_args(["test"]).unwrap_or_else(|e| panic!("{e}"));
+        let store = Store::new(WriteFails, &SealingKey::random());
+        let has_session = |request: Request| async move {
+            request.extensions().get::<Session>().is_some().to_string()
+        };
+        let router = Router::new()
+            .route("/api/{*path}", get(has_session))
+            .route("/page", get(has_session))
+            .layer(UnlessBearerProxyCall(layer(store, &config)));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        let client = reqwest::Client::new();
+
+        let mut seen = Vec::new();
+        for (path, bearer) in [
+            ("/api/v2/self", true),
+            ("/api/v2/self", false),
+            ("/page", true),
+        ] {
+            let mut request = client.get(format!("http://{addr}{path}"));
+            if bearer {
+                request = request.bearer_auth("ocsp_x");
+            }
+            let answer = request.send().await.unwrap_or_else(|e| panic!("{e}"));
+            seen.push(answer.text().await.unwrap_or_default());
+        }
+
+        assert_eq!(seen, ["false", "true", "true"]);
     }
 
     #[tokio::test]
