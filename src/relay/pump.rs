@@ -24,11 +24,12 @@ use std::borrow::Cow;
 use std::future::{Future as _, poll_fn};
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf as _, BytesMut};
+use memchr::memmem;
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
 use tokio::time::{Instant, Sleep};
@@ -283,7 +284,12 @@ pub fn classify(text: &[u8]) -> Control {
         id: Option<serde_json::Value>,
     }
 
-    if text.len() > CONTROL_MAX_BYTES || memchr::memmem::find(text, b"\"type\"").is_none() {
+    // Built once: building a searcher costs more than running it on a
+    // short message, and every message of a flood goes through here.
+    static TYPE_KEY: LazyLock<memmem::Finder<'static>> =
+        LazyLock::new(|| memmem::Finder::new(b"\"type\""));
+
+    if text.len() > CONTROL_MAX_BYTES || TYPE_KEY.find(text).is_none() {
         return Control::Other;
     }
     let Ok(probe) = serde_json::from_slice::<Probe<'_>>(text) else {
