@@ -163,7 +163,10 @@ pub async fn connect(
         token,
     );
     let handshake = async {
-        let mut stream = open_stream(&url).await.map_err(RelayError::Unreachable)?;
+        let tls = tls_connector().map_err(RelayError::Unreachable)?;
+        let mut stream = open_stream(&url, &tls)
+            .await
+            .map_err(RelayError::Unreachable)?;
         let read_ahead = upgrade(&mut stream, &url).await?;
         let mut message = BytesMut::new();
         frame::encode(
@@ -185,8 +188,8 @@ pub async fn connect(
         .unwrap_or(Err(RelayError::Timeout))
 }
 
-/// A TCP connection to the socket's host, over TLS for `wss://`.
-async fn open_stream(url: &Url) -> io::Result<MaybeTlsStream<TcpStream>> {
+/// A TCP connection to the socket's host, over TLS with `tls` for `wss://`.
+async fn open_stream(url: &Url, tls: &TlsConnector) -> io::Result<MaybeTlsStream<TcpStream>> {
     let host = match url.host() {
         Some(Host::Domain(domain)) => domain.to_owned(),
         Some(Host::Ipv4(address)) => address.to_string(),
@@ -202,8 +205,7 @@ async fn open_stream(url: &Url) -> io::Result<MaybeTlsStream<TcpStream>> {
         return Ok(MaybeTlsStream::Plain(tcp));
     }
     let name = ServerName::try_from(host).map_err(|_| invalid_data("not a TLS server name"))?;
-    let tls = tls_connector()?.connect(name, tcp).await?;
-    Ok(MaybeTlsStream::Rustls(tls))
+    Ok(MaybeTlsStream::Rustls(tls.connect(name, tcp).await?))
 }
 
 /// TLS with the web's root certificates (as the HTTP proxy's client), on
@@ -425,6 +427,165 @@ mod tests {
             authorization.contains("oauth_signature=\"cs%26ts%2526x\""),
             "{authorization}"
         );
+        Ok(())
+    }
+
+    /// Plays the API's side of a handshake on `stream`: reads the request,
+    /// answers with what `respond` makes of it and of its key, and returns
+    /// the request's head.
+    async fn answer_handshake<S>(stream: &mut S, respond: impl Fn(&str) -> Vec<u8>) -> String
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let mut request = Vec::new();
+        while !request.ends_with(b"\r\n\r\n") {
+            let mut byte = [0];
+            assert!(
+                matches!(stream.read(&mut byte).await, Ok(1)),
+                "the request ended early"
+            );
+            request.push(byte[0]);
+        }
+        let request = String::from_utf8_lossy(&request).into_owned();
+        let key = request
+            .lines()
+            .find_map(|line| line.strip_prefix("Sec-WebSocket-Key: "))
+            .unwrap_or_default();
+        assert!(stream.write_all(&respond(key)).await.is_ok());
+        request
+    }
+
+    /// A `101` accepting `key`, followed by `extra` bytes.
+    fn switching(key: &str, extra: &[u8]) -> Vec<u8> {
+        let mut response = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: {}\r\n\r\n",
+            derive_accept_key(key.as_bytes())
+        )
+        .into_bytes();
+        response.extend_from_slice(extra);
+        response
+    }
+
+    fn socket_ready_frame() -> BytesMut {
+        let mut frame = BytesMut::new();
+        let ready = br#"{"message_type":"socket_ready"}"#;
+        frame::encode(&mut frame, true, Opcode::Text, ready, None);
+        frame
+    }
+
+    #[tokio::test]
+    async fn the_upgrade_keeps_what_the_api_sent_past_its_response() {
+        let (mut ours, mut theirs) = tokio::io::duplex(4096);
+        let url = api("ws://127.0.0.1:8000/v2/logs/logs-socket/app_1?since=x");
+        let ready = socket_ready_frame();
+        let respond = |key: &str| switching(key, &ready);
+        let (upgraded, request) = tokio::join!(
+            upgrade(&mut ours, &url),
+            answer_handshake(&mut theirs, respond)
+        );
+
+        assert_eq!(upgraded.ok(), Some(ready.clone()));
+        assert!(
+            request.starts_with("GET /v2/logs/logs-socket/app_1?since=x HTTP/1.1\r\n"),
+            "{request}"
+        );
+        for header in [
+            "Host: 127.0.0.1:8000",
+            "Upgrade: websocket",
+            "Sec-WebSocket-Version: 13",
+        ] {
+            assert!(request.contains(header), "{header} in {request}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refusal_or_a_wrong_accept_key_fails_the_upgrade() {
+        let url = api("ws://127.0.0.1:8000/v2/events/event-socket");
+        let (mut ours, mut theirs) = tokio::io::duplex(4096);
+        let refuse =
+            |_: &str| b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n".to_vec();
+        let (refused, _) = tokio::join!(
+            upgrade(&mut ours, &url),
+            answer_handshake(&mut theirs, refuse)
+        );
+        assert!(
+            matches!(
+                refused,
+                Err(RelayError::Refused(StatusCode::SERVICE_UNAVAILABLE))
+            ),
+            "{refused:?}"
+        );
+
+        let (mut ours, mut theirs) = tokio::io::duplex(4096);
+        let wrong_key = |_: &str| switching("another key", b"");
+        let (wrong, _) = tokio::join!(
+            upgrade(&mut ours, &url),
+            answer_handshake(&mut theirs, wrong_key)
+        );
+        assert!(
+            matches!(wrong, Err(RelayError::Unreachable(_))),
+            "{wrong:?}"
+        );
+
+        let (mut ours, mut theirs) = tokio::io::duplex(4096);
+        let garbage = |_: &str| b"SSH-2.0-OpenSSH\r\n\r\n".to_vec();
+        let (garbled, _) = tokio::join!(
+            upgrade(&mut ours, &url),
+            answer_handshake(&mut theirs, garbage)
+        );
+        assert!(
+            matches!(garbled, Err(RelayError::Unreachable(_))),
+            "{garbled:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn wss_sockets_are_opened_over_tls() -> Result<(), Box<dyn std::error::Error>> {
+        let rcgen::CertifiedKey { cert, signing_key } =
+            rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                rustls::pki_types::PrivatePkcs8KeyDer::from(signing_key.serialize_der()).into(),
+            )?;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert.der().clone())?;
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let ready = socket_ready_frame();
+        let api_side = {
+            let ready = ready.clone();
+            async move {
+                let (tcp, _) = listener.accept().await?;
+                let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+                let mut tls = acceptor.accept(tcp).await?;
+                answer_handshake(&mut tls, |key| switching(key, &ready)).await;
+                tls.flush().await?;
+                Ok::<_, io::Error>(tls)
+            }
+        };
+        let url = api(&format!("wss://localhost:{port}/v2/events/event-socket"));
+        let our_side = async {
+            let mut stream = open_stream(&url, &TlsConnector::from(Arc::new(client)))
+                .await
+                .map_err(RelayError::Unreachable)?;
+            let read_ahead = upgrade(&mut stream, &url).await?;
+            Ok::<_, RelayError>((matches!(stream, MaybeTlsStream::Rustls(_)), read_ahead))
+        };
+        let (ours, theirs) = tokio::join!(our_side, api_side);
+        let (over_tls, read_ahead) = ours?;
+        drop(theirs?);
+
+        assert!(over_tls);
+        assert_eq!(read_ahead, ready);
         Ok(())
     }
 }
