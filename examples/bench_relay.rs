@@ -211,12 +211,15 @@ async fn run(
 
     // Direct and relayed runs alternate, so that the machine's other load
     // weighs on both alike; the best of each is kept.
-    let mut best = [0.0_f64; 2];
+    let mut rates = [Vec::new(), Vec::new()];
     for _ in 0..ROUNDS {
         for (index, target) in [&direct, &relayed].into_iter().enumerate() {
-            best[index] = best[index].max(flood_rate(target, messages).await?);
+            rates[index].push(flood_rate(target, messages).await?);
         }
     }
+    let best = rates
+        .each_ref()
+        .map(|rates| rates.iter().copied().fold(0.0, f64::max));
     for (index, (name, target)) in [("direct", &direct), ("relay", &relayed)]
         .into_iter()
         .enumerate()
@@ -226,6 +229,13 @@ async fn run(
             "{name:>6}: {:>9.0} messages/s ({messages} x {MESSAGE_BYTES} B, best of {ROUNDS})  round trip p50 {p50:?}  p99 {p99:?}",
             best[index]
         );
+    }
+    for (name, rates) in [("direct", &rates[0]), ("relay", &rates[1])] {
+        let millions: Vec<String> = rates
+            .iter()
+            .map(|rate| format!("{:.2}", rate / 1e6))
+            .collect();
+        println!("{name:>6} rounds (M messages/s): {}", millions.join(" "));
     }
     println!("relay / direct rate: {:.2}", best[1] / best[0]);
     Ok(())

@@ -5,11 +5,15 @@
 //! It works on raw frames, not messages. The API's frames (unmasked, as
 //! the client's must be too) are copied to the client as they are, whole,
 //! after a look at their header; only short unfragmented texts are looked
-//! into, for heartbeats and the authentication error. Text is *not*
-//! checked to be UTF-8 on the way: the client's WebSocket library checks
-//! it, and refuses the connection if the API ever sent anything else. The
-//! client's frames (masked) are unmasked, looked into the same way, and
-//! masked again with a fresh key, as a client must; they are few.
+//! into, for heartbeats and the authentication error. The client's frames
+//! (masked) are unmasked, looked into the same way, and masked again with a
+//! fresh key, as a client must; they are few.
+//!
+//! Text is *not* checked to be UTF-8 on the way, in either direction: the
+//! receiving end's WebSocket library checks it (and fails the connection
+//! on anything else), so checking it here too would only cost the time
+//! this design saves. Fragments are relayed as they come, each checked
+//! against the message size limit as a whole.
 //!
 //! It is generic over the two byte streams, so the unit tests below drive
 //! it over in-memory pipes with a WebSocket library at the other ends.
