@@ -212,9 +212,14 @@ async fn run(
     // Direct and relayed runs alternate, so that the machine's other load
     // weighs on both alike; the best of each is kept.
     let mut rates = [Vec::new(), Vec::new()];
+    let mut server_cpu = Duration::ZERO;
     for _ in 0..ROUNDS {
         for (index, target) in [&direct, &relayed].into_iter().enumerate() {
+            let cpu_before = cpu_time(server_pid)?;
             rates[index].push(flood_rate(target, messages).await?);
+            if index == 1 {
+                server_cpu += cpu_time(server_pid)?.saturating_sub(cpu_before);
+            }
         }
     }
     let best = rates
@@ -237,6 +242,10 @@ async fn run(
             .collect();
         println!("{name:>6} rounds (M messages/s): {}", millions.join(" "));
     }
+    println!(
+        "server CPU per relayed message: {:.0} ns",
+        server_cpu.as_nanos() as f64 / (messages as f64 * ROUNDS as f64)
+    );
     println!("relay / direct rate: {:.2}", best[1] / best[0]);
     Ok(())
 }
@@ -324,6 +333,24 @@ async fn log_in(server: &str) -> anyhow::Result<String> {
         .cookies(&server.parse()?)
         .context("no session cookie after login")?;
     Ok(cookie.to_str()?.to_owned())
+}
+
+/// CPU time (user and system, all threads) of process `pid` so far, to
+/// the kernel's tick (USER_HZ, 100 on Linux's usual ABIs).
+fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+    const TICKS_PER_SECOND: u64 = 100;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command, which is in parentheses and may hold spaces:
+    // utime and stime are the 14th and 15th of the whole line.
+    let after_command = stat.rsplit_once(')').context("/proc/PID/stat")?.1;
+    let fields: Vec<&str> = after_command.split_whitespace().collect();
+    let ticks: u64 = fields
+        .get(11..13)
+        .context("utime and stime")?
+        .iter()
+        .map(|field| field.parse::<u64>())
+        .sum::<Result<u64, _>>()?;
+    Ok(Duration::from_millis(ticks * 1000 / TICKS_PER_SECOND))
 }
 
 /// Resident memory of process `pid`, in KiB.
