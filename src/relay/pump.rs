@@ -70,9 +70,19 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// Rounds of reading and writing in one poll before yielding to other tasks.
 const MAX_ROUNDS_PER_POLL: usize = 32;
 
-/// Room made in a read buffer before each read. Buffers are given back
-/// whenever a relay has nothing to do, so idle relays hold none.
+/// Room made in a read buffer before each read.
 const READ_CHUNK_BYTES: usize = 32 * 1024;
+
+/// How long a quiet relay that was streaming keeps its (empty) buffers
+/// before giving them back, so that a stream does not allocate (and fault
+/// in fresh pages) for every batch.
+const BUFFER_KEEP: Duration = Duration::from_millis(100);
+
+/// Bytes read since the buffers were last given back past which a relay
+/// counts as streaming. Below it (a message or two, what most relays see
+/// most of the time) a quiet relay gives its buffers back at once, so idle
+/// relays hold none.
+const STREAMING_BYTES: usize = 64 * 1024;
 
 /// The API's answer to a heartbeat ping.
 const HEARTBEAT_PONG: &str = r#"{"type":"heartbeat","heartbeat_msg":"pong"}"#;
@@ -448,8 +458,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Side<S> {
         }
     }
 
-    /// Gives the buffers back while they are empty, so that an idle relay
-    /// holds none.
+    /// Whether this side holds any buffer memory.
+    fn holds_buffers(&self) -> bool {
+        self.inbox.capacity() > 0 || self.outbox.bytes.capacity() > 0
+    }
+
+    /// Gives the buffers back while they are empty.
     fn release_empty_buffers(&mut self) {
         if self.inbox.is_empty() {
             self.inbox = BytesMut::new();
@@ -512,7 +526,12 @@ pub struct Pump<C, U> {
     /// Reading the API is paused because the client's queue is full.
     paused: bool,
     last_activity: Instant,
-    idle_timer: Pin<Box<Sleep>>,
+    /// Fires for the idle time-out, or sooner to give buffers back.
+    timer: Pin<Box<Sleep>>,
+    /// The timer is set to give the buffers back.
+    release_armed: bool,
+    /// Bytes read from either side since the buffers were given back.
+    read_since_release: usize,
 }
 
 impl<C, U> Pump<C, U>
@@ -539,7 +558,9 @@ where
             registry,
             paused: false,
             last_activity: now,
-            idle_timer: Box::pin(tokio::time::sleep_until(now + limits.idle)),
+            timer: Box::pin(tokio::time::sleep_until(now + limits.idle)),
+            release_armed: false,
+            read_since_release: 0,
         }
     }
 
@@ -591,9 +612,7 @@ where
                 progress = true;
             }
             if !progress {
-                self.client.release_empty_buffers();
-                self.upstream.release_empty_buffers();
-                return self.poll_idle(cx);
+                return self.poll_quiet(cx);
             }
         }
         // Still busy: let other relays run, and come back at once.
@@ -620,7 +639,10 @@ where
             self.paused = false;
             match self.upstream.poll_fill(cx) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Some(End::UpstreamLost)),
-                Poll::Ready(Ok(_)) => moved = true,
+                Poll::Ready(Ok(read)) => {
+                    self.read_since_release += read;
+                    moved = true;
+                }
                 Poll::Ready(Err(error)) => {
                     return Poll::Ready(Some(lost("API", &error, End::UpstreamLost)));
                 }
@@ -648,7 +670,10 @@ where
             }
             match self.client.poll_fill(cx) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Some(End::ClientLost)),
-                Poll::Ready(Ok(_)) => moved = true,
+                Poll::Ready(Ok(read)) => {
+                    self.read_since_release += read;
+                    moved = true;
+                }
                 Poll::Ready(Err(error)) => {
                     return Poll::Ready(Some(lost("client", &error, End::ClientLost)));
                 }
@@ -771,16 +796,47 @@ where
         Ok(handled)
     }
 
-    fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<End> {
-        // The timer is re-armed only when it fires, not on every message.
-        while self.idle_timer.as_mut().poll(cx).is_ready() {
-            let deadline = self.last_activity + self.limits.idle;
-            if Instant::now() >= deadline {
+    /// While nothing moves: gives the buffers back (at once, or after
+    /// [`BUFFER_KEEP`] of quiet for a streaming relay), and ends the relay
+    /// after the idle time-out. One timer serves both; it is re-armed when
+    /// it fires or when a streaming relay falls quiet, never per message.
+    fn poll_quiet(&mut self, cx: &mut Context<'_>) -> Poll<End> {
+        if self.read_since_release < STREAMING_BYTES {
+            self.release_buffers();
+        } else if !self.release_armed && self.holds_buffers() {
+            self.release_armed = true;
+            self.timer.as_mut().reset(self.last_activity + BUFFER_KEEP);
+        }
+        while self.timer.as_mut().poll(cx).is_ready() {
+            let now = Instant::now();
+            if self.release_armed && now >= self.last_activity + BUFFER_KEEP {
+                self.release_buffers();
+                // Buffers still holding bytes are looked at again later.
+                self.release_armed = self.holds_buffers();
+            }
+            let idle_deadline = self.last_activity + self.limits.idle;
+            if now >= idle_deadline {
                 return Poll::Ready(End::Idle);
             }
-            self.idle_timer.as_mut().reset(deadline);
+            let release_at = self.last_activity + BUFFER_KEEP;
+            let next = match (self.release_armed, release_at > now) {
+                (false, _) => idle_deadline,
+                (true, true) => release_at,
+                (true, false) => now + BUFFER_KEEP,
+            };
+            self.timer.as_mut().reset(next.min(idle_deadline));
         }
         Poll::Pending
+    }
+
+    fn holds_buffers(&self) -> bool {
+        self.client.holds_buffers() || self.upstream.holds_buffers()
+    }
+
+    fn release_buffers(&mut self) {
+        self.client.release_empty_buffers();
+        self.upstream.release_empty_buffers();
+        self.read_since_release = 0;
     }
 }
 
@@ -1143,6 +1199,44 @@ mod tests {
         assert_eq!(recv(&mut api).await, expected);
         drop((client, api));
         assert_eq!(task.await.ok(), Some(End::Idle));
+    }
+
+    /// Runs `pump` for `period`; it must not end on its own meanwhile.
+    async fn run_for(pump: &mut Pump<DuplexStream, DuplexStream>, period: Duration) {
+        let ran = tokio::time::timeout(period, pump.run()).await;
+        assert!(ran.is_err(), "the relay ended: {ran:?}");
+    }
+
+    #[tokio::test]
+    async fn quiet_relays_give_their_buffers_back() {
+        let (client_io, client_end) = tokio::io::duplex(256 * 1024);
+        let (upstream_io, api_end) = tokio::io::duplex(256 * 1024);
+        let mut pump = Pump::new(
+            client_io,
+            upstream_io,
+            BytesMut::new(),
+            limits(1024),
+            Arc::default(),
+        );
+        let mut client = client_peer(client_end).await;
+        let mut api = WebSocketStream::from_raw_socket(api_end, Role::Server, None).await;
+
+        send(&mut api, text("one message")).await;
+        run_for(&mut pump, BUFFER_KEEP / 4).await;
+        assert_eq!(recv(&mut client).await, Some(text("one message")));
+        assert!(!pump.holds_buffers(), "given back at once");
+
+        let line = "x".repeat(1000);
+        for _ in 0..(2 * STREAMING_BYTES / line.len()) {
+            send(&mut api, text(&line)).await;
+        }
+        run_for(&mut pump, BUFFER_KEEP / 4).await;
+        assert!(pump.holds_buffers(), "a stream keeps them a while");
+        run_for(&mut pump, BUFFER_KEEP * 3).await;
+        assert!(!pump.holds_buffers(), "given back once quiet");
+        for _ in 0..(2 * STREAMING_BYTES / line.len()) {
+            assert_eq!(recv(&mut client).await, Some(text(&line)));
+        }
     }
 
     #[tokio::test]
