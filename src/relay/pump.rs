@@ -410,10 +410,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Side<S> {
         tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.inbox)
     }
 
-    /// Makes room for a frame of `frame_len` bytes in the read buffer.
+    /// Makes room for a frame of `frame_len` bytes in the read buffer, when
+    /// it is larger than what the next read makes room for anyway.
     fn expect(&mut self, frame_len: usize) {
-        self.inbox
-            .reserve(frame_len.saturating_sub(self.inbox.len()));
+        if frame_len > READ_CHUNK_BYTES {
+            self.inbox
+                .reserve(frame_len.saturating_sub(self.inbox.len()));
+        }
     }
 
     /// Writes the outbox while the socket takes it, then flushes. Returns
