@@ -211,12 +211,20 @@ async fn run(
 
     // Direct and relayed runs alternate, so that the machine's other load
     // weighs on both alike; the best of each is kept.
-    let mut best = [0.0_f64; 2];
+    let mut rates = [Vec::new(), Vec::new()];
+    let mut server_cpu = Duration::ZERO;
     for _ in 0..ROUNDS {
         for (index, target) in [&direct, &relayed].into_iter().enumerate() {
-            best[index] = best[index].max(flood_rate(target, messages).await?);
+            let cpu_before = cpu_time(server_pid)?;
+            rates[index].push(flood_rate(target, messages).await?);
+            if index == 1 {
+                server_cpu += cpu_time(server_pid)?.saturating_sub(cpu_before);
+            }
         }
     }
+    let best = rates
+        .each_ref()
+        .map(|rates| rates.iter().copied().fold(0.0, f64::max));
     for (index, (name, target)) in [("direct", &direct), ("relay", &relayed)]
         .into_iter()
         .enumerate()
@@ -227,6 +235,17 @@ async fn run(
             best[index]
         );
     }
+    for (name, rates) in [("direct", &rates[0]), ("relay", &rates[1])] {
+        let millions: Vec<String> = rates
+            .iter()
+            .map(|rate| format!("{:.2}", rate / 1e6))
+            .collect();
+        println!("{name:>6} rounds (M messages/s): {}", millions.join(" "));
+    }
+    println!(
+        "server CPU per relayed message: {:.0} ns",
+        server_cpu.as_nanos() as f64 / (messages as f64 * ROUNDS as f64)
+    );
     println!("relay / direct rate: {:.2}", best[1] / best[0]);
     Ok(())
 }
@@ -314,6 +333,24 @@ async fn log_in(server: &str) -> anyhow::Result<String> {
         .cookies(&server.parse()?)
         .context("no session cookie after login")?;
     Ok(cookie.to_str()?.to_owned())
+}
+
+/// CPU time (user and system, all threads) of process `pid` so far, to
+/// the kernel's tick (USER_HZ, 100 on Linux's usual ABIs).
+fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+    const TICKS_PER_SECOND: u64 = 100;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command, which is in parentheses and may hold spaces:
+    // utime and stime are the 14th and 15th of the whole line.
+    let after_command = stat.rsplit_once(')').context("/proc/PID/stat")?.1;
+    let fields: Vec<&str> = after_command.split_whitespace().collect();
+    let ticks: u64 = fields
+        .get(11..13)
+        .context("utime and stime")?
+        .iter()
+        .map(|field| field.parse::<u64>())
+        .sum::<Result<u64, _>>()?;
+    Ok(Duration::from_millis(ticks * 1000 / TICKS_PER_SECOND))
 }
 
 /// Resident memory of process `pid`, in KiB.

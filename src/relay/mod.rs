@@ -9,33 +9,28 @@
 //! `socket_ready`: a refusal of the OAuth message arrives as an error
 //! message, which is forwarded before the client is closed with 1008.
 
+pub mod frame;
 pub mod pump;
 mod registry;
+pub mod upgrade;
 pub mod upstream;
 
 use axum::Router;
-use axum::extract::ws::{WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-pub use pump::{Close, End, Frame, Limits, Pump};
+pub use pump::{Close, End, Limits, Pump};
 pub use registry::{CallerKey, RelayRegistry, RelaySlot};
+use upgrade::{ClientStream, ClientUpgrade};
 use upstream::{Target, UpstreamSocket};
 
 use crate::AppState;
 use crate::auth::{AuthError, Caller, Credential, same_origin};
 use crate::config::Config;
 use crate::error::json_error;
-
-/// Read buffer of each socket of a relay. Small, since it is allocated up
-/// front for every open relay; a flood is read in several gulps instead.
-const READ_BUFFER_BYTES: usize = 8 * 1024;
-/// Bytes gathered before a socket writes them out (a flush writes sooner).
-const WRITE_BUFFER_BYTES: usize = 8 * 1024;
 
 /// The relay routes.
 pub fn router() -> Router<AppState> {
@@ -67,7 +62,7 @@ pub enum RelayError {
     BadApiHost,
     /// The API did not accept the connection.
     #[error("the Clever Cloud API is unreachable; try again in a moment")]
-    Unreachable(#[source] Box<tokio_tungstenite::tungstenite::Error>),
+    Unreachable(#[source] std::io::Error),
     /// The API answered the WebSocket handshake with an HTTP error.
     #[error("the Clever Cloud API refused the WebSocket (HTTP {0}); try again later")]
     Refused(StatusCode),
@@ -99,7 +94,7 @@ async fn events(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
-    upgrade: WebSocketUpgrade,
+    upgrade: ClientUpgrade,
 ) -> Result<Response, RelayError> {
     open(state, caller, &headers, upgrade, Target::Events).await
 }
@@ -110,7 +105,7 @@ async fn logs(
     RawQuery(query): RawQuery,
     caller: Caller,
     headers: HeaderMap,
-    upgrade: WebSocketUpgrade,
+    upgrade: ClientUpgrade,
 ) -> Result<Response, RelayError> {
     let target = Target::logs(app_id, query)?;
     open(state, caller, &headers, upgrade, target).await
@@ -122,7 +117,7 @@ async fn open(
     state: AppState,
     caller: Caller,
     headers: &HeaderMap,
-    upgrade: WebSocketUpgrade,
+    upgrade: ClientUpgrade,
     target: Target,
 ) -> Result<Response, RelayError> {
     let config = &state.config;
@@ -143,7 +138,6 @@ async fn open(
     let started = Instant::now();
     let upstream = upstream::connect(
         config,
-        socket_config(config),
         &target,
         &consumer,
         &caller.grant.token_credentials(),
@@ -159,12 +153,7 @@ async fn open(
 
     let limits = limits(config);
     let shutdown = state.shutdown.clone();
-    let upgrade = upgrade
-        .read_buffer_size(READ_BUFFER_BYTES)
-        .write_buffer_size(WRITE_BUFFER_BYTES)
-        .max_message_size(config.relay_max_message_bytes)
-        .max_frame_size(config.relay_max_message_bytes);
-    Ok(upgrade.on_upgrade(move |client| async move {
+    Ok(upgrade.accept(move |client| async move {
         relay(client, upstream, slot, limits, shutdown).await;
     }))
 }
@@ -172,13 +161,19 @@ async fn open(
 /// Relays until either side ends it or the server shuts down, then closes
 /// both. The slot is released last, once nothing is left open.
 async fn relay(
-    client: WebSocket,
+    client: ClientStream,
     upstream: UpstreamSocket,
     slot: RelaySlot,
     limits: Limits,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
-    let mut pump = Pump::new(client, upstream, limits, slot.registry().clone());
+    let mut pump = Pump::new(
+        client,
+        upstream.stream,
+        upstream.read_ahead,
+        limits,
+        slot.registry().clone(),
+    );
     let end = tokio::select! {
         biased;
         () = shutdown.cancelled() => End::Shutdown,
@@ -189,22 +184,14 @@ async fn relay(
     drop(slot);
 }
 
-/// The API socket's settings: small buffers, the message limit.
-fn socket_config(config: &Config) -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(READ_BUFFER_BYTES)
-        .write_buffer_size(WRITE_BUFFER_BYTES)
-        .max_message_size(Some(config.relay_max_message_bytes))
-        .max_frame_size(Some(config.relay_max_message_bytes))
-}
-
-/// The queues' and timer's limits. Each queue holds at most
-/// `RELAY_QUEUE_MESSAGES` messages and, past one message, about
+/// The queues', timer's and messages' limits. Each queue holds at most
+/// `RELAY_QUEUE_MESSAGES` frames and, past one frame, about
 /// `RELAY_MAX_MESSAGE_BYTES` bytes.
 fn limits(config: &Config) -> Limits {
     Limits {
         queue_messages: config.relay_queue_messages.max(1),
         queue_bytes: config.relay_max_message_bytes.max(1),
         idle: std::time::Duration::from_secs(config.relay_idle_timeout_secs.max(1)),
+        max_message: config.relay_max_message_bytes,
     }
 }

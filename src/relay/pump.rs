@@ -2,35 +2,52 @@
 //! API's, in one task, with bounded queues, heartbeat answers and close
 //! handshakes.
 //!
-//! It is generic over the two sockets (any `Stream` + `Sink` of a
-//! [`WsMessage`]), so the unit tests below drive it with channels.
+//! It works on raw frames, not messages. The API's frames (unmasked, as
+//! the client's must be too) are copied to the client as they are, whole,
+//! after a look at their header; only short unfragmented texts are looked
+//! into, for heartbeats and the authentication error. The client's frames
+//! (masked) are unmasked, looked into the same way, and masked again with a
+//! fresh key, as a client must; they are few.
 //!
-//! Back-pressure: each direction has a queue bounded by a message count and
+//! Text is *not* checked to be UTF-8 on the way, in either direction: the
+//! receiving end's WebSocket library checks it (and fails the connection
+//! on anything else), so checking it here too would only cost the time
+//! this design saves. Fragments are relayed as they come, each checked
+//! against the message size limit as a whole.
+//!
+//! It is generic over the two byte streams, so the unit tests below drive
+//! it over in-memory pipes with a WebSocket library at the other ends.
+//!
+//! Back-pressure: each direction has a queue bounded by a frame count and
 //! a byte count. When the queue towards the client is full, the pump stops
 //! reading the API's socket; the API's TCP window then fills and the API
 //! stops sending. Nothing is dropped and memory stays bounded. The other
 //! direction works the same way.
 
 use std::borrow::Cow;
-use std::collections::VecDeque;
 use std::future::{Future as _, poll_fn};
+use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures_util::{Sink, SinkExt as _, Stream, StreamExt as _};
+use bytes::{Buf as _, BytesMut};
+use memchr::memmem;
 use serde::Deserialize;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
 use tokio::time::{Instant, Sleep};
-use tokio_tungstenite::tungstenite::{self, Utf8Bytes, protocol::frame::coding::CloseCode};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
+use super::frame::{self, Next, Opcode, Reader, Violation};
 use super::registry::RelayRegistry;
 
 /// Close code 1000: the purpose was fulfilled.
 pub const NORMAL: u16 = 1000;
 /// Close code 1001: going away (server shutdown, idle relay, client gone).
 pub const GOING_AWAY: u16 = 1001;
+/// Close code 1002: the peer broke the WebSocket protocol.
+pub const PROTOCOL_ERROR: u16 = 1002;
 /// Close code 1008: policy violation (the API refused the authentication).
 pub const POLICY_VIOLATION: u16 = 1008;
 /// Close code 1009: a message was larger than the relay's limit.
@@ -40,7 +57,7 @@ pub const INTERNAL_ERROR: u16 = 1011;
 
 /// Longest close reason: a close frame's payload is at most 125 bytes,
 /// two of which hold the code.
-const MAX_REASON_BYTES: usize = 123;
+const MAX_REASON_BYTES: usize = frame::MAX_CONTROL_PAYLOAD - 2;
 
 /// Control messages (heartbeats, errors) are small; longer texts are
 /// relayed without being parsed.
@@ -52,6 +69,20 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// Rounds of reading and writing in one poll before yielding to other tasks.
 const MAX_ROUNDS_PER_POLL: usize = 32;
+
+/// Room made in a read buffer before each read.
+const READ_CHUNK_BYTES: usize = 32 * 1024;
+
+/// How long a quiet relay that was streaming keeps its (empty) buffers
+/// before giving them back, so that a stream does not allocate (and fault
+/// in fresh pages) for every batch.
+const BUFFER_KEEP: Duration = Duration::from_millis(100);
+
+/// Bytes read since the buffers were last given back past which a relay
+/// counts as streaming. Below it (a message or two, what most relays see
+/// most of the time) a quiet relay gives its buffers back at once, so idle
+/// relays hold none.
+const STREAMING_BYTES: usize = 64 * 1024;
 
 /// The API's answer to a heartbeat ping.
 const HEARTBEAT_PONG: &str = r#"{"type":"heartbeat","heartbeat_msg":"pong"}"#;
@@ -78,151 +109,11 @@ impl Close {
         }
         Self { code, reason }
     }
-}
 
-/// One WebSocket message, whichever library's socket it came from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Frame {
-    /// A text message.
-    Text(Utf8Bytes),
-    /// A binary message.
-    Binary(Bytes),
-    /// A WebSocket-level ping.
-    Ping(Bytes),
-    /// A WebSocket-level pong.
-    Pong(Bytes),
-    /// A close frame; `None` when it carried no code.
-    Close(Option<Close>),
-}
-
-impl Frame {
-    /// A text frame.
-    pub fn text(text: impl Into<Utf8Bytes>) -> Self {
-        Self::Text(text.into())
+    /// A close frame read from a socket: its code and reason.
+    fn from_wire((code, reason): (u16, String)) -> Self {
+        Self::new(code, reason)
     }
-
-    /// Payload bytes, for the queues' byte limit.
-    fn len(&self) -> usize {
-        match self {
-            Self::Text(text) => text.len(),
-            Self::Binary(bytes) | Self::Ping(bytes) | Self::Pong(bytes) => bytes.len(),
-            Self::Close(close) => close.as_ref().map_or(0, |close| close.reason.len() + 2),
-        }
-    }
-}
-
-/// A socket's message type, as the pump sees it.
-pub trait WsMessage: Sized {
-    /// The frame; `None` for what is never relayed (raw frames).
-    fn into_frame(self) -> Option<Frame>;
-    /// The message for `frame`.
-    fn from_frame(frame: Frame) -> Self;
-}
-
-impl WsMessage for Frame {
-    fn into_frame(self) -> Option<Frame> {
-        Some(self)
-    }
-
-    fn from_frame(frame: Frame) -> Self {
-        frame
-    }
-}
-
-/// The API side: tungstenite's own messages.
-impl WsMessage for tungstenite::Message {
-    fn into_frame(self) -> Option<Frame> {
-        Some(match self {
-            Self::Text(text) => Frame::Text(text),
-            Self::Binary(bytes) => Frame::Binary(bytes),
-            Self::Ping(bytes) => Frame::Ping(bytes),
-            Self::Pong(bytes) => Frame::Pong(bytes),
-            Self::Close(close) => Frame::Close(close.map(|close| Close {
-                code: close.code.into(),
-                reason: close.reason.to_string(),
-            })),
-            Self::Frame(_) => return None,
-        })
-    }
-
-    fn from_frame(frame: Frame) -> Self {
-        match frame {
-            Frame::Text(text) => Self::Text(text),
-            Frame::Binary(bytes) => Self::Binary(bytes),
-            Frame::Ping(bytes) => Self::Ping(bytes),
-            Frame::Pong(bytes) => Self::Pong(bytes),
-            Frame::Close(close) => {
-                Self::Close(close.map(|close| tungstenite::protocol::CloseFrame {
-                    code: CloseCode::from(close.code),
-                    reason: close.reason.into(),
-                }))
-            }
-        }
-    }
-}
-
-/// The client side: axum's messages.
-impl WsMessage for axum::extract::ws::Message {
-    fn into_frame(self) -> Option<Frame> {
-        use axum::extract::ws::Message;
-        Some(match self {
-            Message::Text(text) => Frame::Text(retype_text(Bytes::from(text))),
-            Message::Binary(bytes) => Frame::Binary(bytes),
-            Message::Ping(bytes) => Frame::Ping(bytes),
-            Message::Pong(bytes) => Frame::Pong(bytes),
-            Message::Close(close) => Frame::Close(close.map(|close| Close {
-                code: close.code,
-                reason: close.reason.to_string(),
-            })),
-        })
-    }
-
-    fn from_frame(frame: Frame) -> Self {
-        use axum::extract::ws::{CloseFrame, Message};
-        match frame {
-            Frame::Text(text) => Message::Text(retype_text(Bytes::from(text))),
-            Frame::Binary(bytes) => Message::Binary(bytes),
-            Frame::Ping(bytes) => Message::Ping(bytes),
-            Frame::Pong(bytes) => Message::Pong(bytes),
-            Frame::Close(close) => Message::Close(close.map(|close| CloseFrame {
-                code: close.code,
-                reason: close.reason.into(),
-            })),
-        }
-    }
-}
-
-/// Moves text that is already valid UTF-8 from one library's type to the
-/// other's. The check cannot fail; if it did, the text is repaired rather
-/// than dropped.
-fn retype_text<T>(bytes: Bytes) -> T
-where
-    T: TryFrom<Bytes> + From<String>,
-{
-    T::try_from(bytes.clone()).unwrap_or_else(|_| T::from(String::from_utf8_lossy(&bytes).into()))
-}
-
-/// A socket the pump can drive: a stream and a sink of one message type.
-pub trait Socket:
-    Stream<Item = Result<Self::Message, Self::Failure>>
-    + Sink<Self::Message, Error = Self::Failure>
-    + Unpin
-    + Send
-{
-    /// The message type.
-    type Message: WsMessage + Send;
-    /// The error type.
-    type Failure: std::error::Error + Send + Sync + 'static;
-}
-
-impl<S, M, E> Socket for S
-where
-    S: Stream<Item = Result<M, E>> + Sink<M, Error = E> + Unpin + Send,
-    M: WsMessage + Send,
-    E: std::error::Error + Send + Sync + 'static,
-{
-    type Message = M;
-    type Failure = E;
 }
 
 /// What a relay's queues and timer allow.
@@ -235,6 +126,9 @@ pub struct Limits {
     pub queue_bytes: usize,
     /// A relay with no message either way for this long is closed.
     pub idle: Duration,
+    /// Largest message relayed, in payload bytes; a larger one closes the
+    /// relay with 1009.
+    pub max_message: usize,
 }
 
 /// Why a relay ended.
@@ -246,6 +140,8 @@ pub enum End {
     UpstreamLost,
     /// The API sent a message larger than the limit.
     UpstreamTooBig,
+    /// The API's frames broke the WebSocket protocol.
+    UpstreamBrokeProtocol,
     /// The API refused the authentication message (error 2001).
     AuthRefused,
     /// The client closed its socket with this frame.
@@ -254,6 +150,8 @@ pub enum End {
     ClientLost,
     /// The client sent a message larger than the limit.
     ClientTooBig,
+    /// The client's frames broke the WebSocket protocol.
+    ClientBrokeProtocol,
     /// No message either way for the idle time-out.
     Idle,
     /// The server is shutting down.
@@ -266,20 +164,40 @@ pub enum CloseAction {
     /// Send the queued messages, then this close frame, then wait for the
     /// peer's answer.
     Send(Close),
-    /// The peer closed first: finish its handshake.
-    Answer,
+    /// The peer closed first: send the queued messages, then this answer
+    /// to its close frame (`None`: a close frame without a code).
+    Answer(Option<Close>),
     /// The socket is broken: just let it go.
     Drop,
 }
 
 impl End {
+    fn upstream_violation(violation: Violation) -> Self {
+        tracing::debug!(%violation, "the API's frames were refused");
+        match violation {
+            Violation::TooBig => Self::UpstreamTooBig,
+            Violation::Protocol(_) => Self::UpstreamBrokeProtocol,
+        }
+    }
+
+    fn client_violation(violation: Violation) -> Self {
+        tracing::debug!(%violation, "the client's frames were refused");
+        match violation {
+            Violation::TooBig => Self::ClientTooBig,
+            Violation::Protocol(_) => Self::ClientBrokeProtocol,
+        }
+    }
+
     /// How to close the client and the API's socket, in that order. Codes
     /// are carried from one side to the other when they may be sent
     /// (see [`forwardable`]).
     pub fn close_actions(&self) -> (CloseAction, CloseAction) {
         use CloseAction::{Answer, Drop, Send};
         match self {
-            Self::UpstreamClosed(close) => (Send(forwardable(close.as_ref())), Answer),
+            Self::UpstreamClosed(close) => (
+                Send(forwardable(close.as_ref())),
+                Answer(echo(close.as_ref())),
+            ),
             Self::UpstreamLost => (
                 Send(Close::new(
                     INTERNAL_ERROR,
@@ -294,6 +212,13 @@ impl End {
                 )),
                 Send(Close::new(TOO_BIG, "message larger than the relay's limit")),
             ),
+            Self::UpstreamBrokeProtocol => (
+                Send(Close::new(
+                    INTERNAL_ERROR,
+                    "the Clever Cloud API broke the WebSocket protocol",
+                )),
+                Send(Close::new(PROTOCOL_ERROR, "protocol error")),
+            ),
             Self::AuthRefused => (
                 Send(Close::new(
                     POLICY_VIOLATION,
@@ -301,10 +226,17 @@ impl End {
                 )),
                 Send(Close::new(NORMAL, "")),
             ),
-            Self::ClientClosed(close) => (Answer, Send(forwardable(close.as_ref()))),
+            Self::ClientClosed(close) => (
+                Answer(echo(close.as_ref())),
+                Send(forwardable(close.as_ref())),
+            ),
             Self::ClientLost => (Drop, Send(Close::new(GOING_AWAY, "client went away"))),
             Self::ClientTooBig => (
                 Send(Close::new(TOO_BIG, "message larger than the relay's limit")),
+                Send(Close::new(GOING_AWAY, "client went away")),
+            ),
+            Self::ClientBrokeProtocol => (
+                Send(Close::new(PROTOCOL_ERROR, "protocol error")),
                 Send(Close::new(GOING_AWAY, "client went away")),
             ),
             Self::Idle => (
@@ -332,6 +264,14 @@ pub fn forwardable(received: Option<&Close>) -> Close {
     }
 }
 
+/// The answer to a peer's close frame: its code (RFC 6455 §5.5.1), or no
+/// code when it sent none or one that may not be sent.
+fn echo(received: Option<&Close>) -> Option<Close> {
+    received
+        .filter(|close| CloseCode::from(close.code).is_allowed())
+        .map(|close| Close::new(close.code, ""))
+}
+
 /// What a text message means to the relay.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Control {
@@ -345,9 +285,10 @@ pub enum Control {
     Other,
 }
 
-/// Recognises the API's control messages. Only short texts holding a
-/// `"type"` key are parsed, so events and log lines cost a substring search.
-pub fn classify(text: &str) -> Control {
+/// Recognises the API's control messages in a text message's payload.
+/// Only short texts holding a `"type"` key are parsed, so events and log
+/// lines cost a substring search.
+pub fn classify(text: &[u8]) -> Control {
     #[derive(Deserialize)]
     struct Probe<'a> {
         #[serde(rename = "type", borrow)]
@@ -357,10 +298,15 @@ pub fn classify(text: &str) -> Control {
         id: Option<serde_json::Value>,
     }
 
-    if text.len() > CONTROL_MAX_BYTES || !text.contains("\"type\"") {
+    // Built once: building a searcher costs more than running it on a
+    // short message, and every message of a flood goes through here.
+    static TYPE_KEY: LazyLock<memmem::Finder<'static>> =
+        LazyLock::new(|| memmem::Finder::new(b"\"type\""));
+
+    if text.len() > CONTROL_MAX_BYTES || TYPE_KEY.find(text).is_none() {
         return Control::Other;
     }
-    let Ok(probe) = serde_json::from_str::<Probe<'_>>(text) else {
+    let Ok(probe) = serde_json::from_slice::<Probe<'_>>(text) else {
         return Control::Other;
     };
     match (probe.kind.as_deref(), probe.heartbeat_msg.as_deref()) {
@@ -379,67 +325,121 @@ fn is_auth_error_id(id: Option<&serde_json::Value>) -> bool {
     }
 }
 
-/// Whether `error` (or what caused it) is tungstenite's "message too long".
-fn is_too_big(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut current = Some(error);
-    while let Some(error) = current {
-        if let Some(tungstenite::Error::Capacity(_)) = error.downcast_ref::<tungstenite::Error>() {
-            return true;
-        }
-        current = error.source();
-    }
-    false
+/// Who is at the other end of a socket, which decides the masking: a
+/// client masks its frames, a server does not (RFC 6455 §5.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Peer {
+    Client,
+    Server,
 }
 
-/// One socket and the queue of frames waiting to be written to it.
+/// Whole frames waiting to be written to one socket.
+struct Outbox {
+    bytes: BytesMut,
+    /// Frames added since the outbox was last empty: a count that errs on
+    /// the high side, which is the safe side for a limit.
+    frames: usize,
+    /// Frames are masked: the peer is a server.
+    masked: bool,
+}
+
+impl Outbox {
+    fn has_room(&self, limits: &Limits) -> bool {
+        self.frames < limits.queue_messages && self.bytes.len() < limits.queue_bytes
+    }
+
+    /// Copies a frame received from another server as it is (both are
+    /// unmasked).
+    fn forward(&mut self, frame: &[u8]) {
+        self.bytes.extend_from_slice(frame);
+        self.frames += 1;
+    }
+
+    /// Adds a frame, masked with a fresh key when the peer is a server.
+    fn queue(&mut self, fin: bool, opcode: Opcode, payload: &[u8]) {
+        let mask = self.masked.then(rand::random::<[u8; 4]>);
+        frame::encode(&mut self.bytes, fin, opcode, payload, mask);
+        self.frames += 1;
+    }
+
+    /// Answers a ping. A pong that finds the queue full is dropped: the
+    /// peer is not reading anyway, and a later pong answers for it.
+    fn answer_ping(&mut self, payload: &[u8], limits: &Limits) {
+        if self.has_room(limits) {
+            self.queue(true, Opcode::Pong, payload);
+        }
+    }
+
+    fn queue_close(&mut self, close: Option<&Close>) {
+        let payload = close.map_or_else(Vec::new, |close| {
+            frame::close_payload(close.code, &close.reason)
+        });
+        self.queue(true, Opcode::Close, &payload);
+    }
+}
+
+/// One socket: the bytes read from it and not yet handled, and the frames
+/// waiting to be written to it.
 struct Side<S> {
-    socket: S,
-    queue: VecDeque<Frame>,
-    queued_bytes: usize,
-    /// Frames were handed to the socket since its last flush.
+    io: S,
+    inbox: BytesMut,
+    reader: Reader,
+    outbox: Outbox,
+    /// Bytes were written since the last flush.
     unflushed: bool,
 }
 
-impl<S: Socket> Side<S> {
-    fn new(socket: S) -> Self {
+impl<S: AsyncRead + AsyncWrite + Unpin> Side<S> {
+    fn new(io: S, peer: Peer, limits: &Limits, already_read: BytesMut) -> Self {
         Self {
-            socket,
-            queue: VecDeque::new(),
-            queued_bytes: 0,
+            io,
+            inbox: already_read,
+            reader: Reader::new(peer == Peer::Client, limits.max_message),
+            outbox: Outbox {
+                bytes: BytesMut::new(),
+                frames: 0,
+                masked: peer == Peer::Server,
+            },
             unflushed: false,
         }
     }
 
-    fn push(&mut self, frame: Frame) {
-        self.queued_bytes += frame.len();
-        self.queue.push_back(frame);
+    /// Reads what the socket has; `Ready(Ok(0))` at its end.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        self.inbox.reserve(READ_CHUNK_BYTES);
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.inbox)
     }
 
-    fn has_room(&self, limits: &Limits) -> bool {
-        self.queue.len() < limits.queue_messages && self.queued_bytes < limits.queue_bytes
+    /// Makes room for a frame of `frame_len` bytes in the read buffer, when
+    /// it is larger than what the next read makes room for anyway.
+    fn expect(&mut self, frame_len: usize) {
+        if frame_len > READ_CHUNK_BYTES {
+            self.inbox
+                .reserve(frame_len.saturating_sub(self.inbox.len()));
+        }
     }
 
-    /// Hands queued frames to the socket while it accepts them, then
-    /// flushes. Returns whether anything moved.
-    fn poll_write(&mut self, cx: &mut Context<'_>) -> Result<bool, S::Failure> {
+    /// Writes the outbox while the socket takes it, then flushes. Returns
+    /// whether anything was written.
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> io::Result<bool> {
         let mut progress = false;
-        while !self.queue.is_empty() {
-            match self.socket.poll_ready_unpin(cx) {
-                Poll::Ready(Ok(())) => {}
+        while !self.outbox.bytes.is_empty() {
+            match Pin::new(&mut self.io).poll_write(cx, &self.outbox.bytes) {
+                Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+                Poll::Ready(Ok(written)) => {
+                    self.outbox.bytes.advance(written);
+                    self.unflushed = true;
+                    progress = true;
+                }
                 Poll::Ready(Err(error)) => return Err(error),
-                Poll::Pending => return Ok(progress),
+                Poll::Pending => break,
             }
-            let Some(frame) = self.queue.pop_front() else {
-                break;
-            };
-            self.queued_bytes -= frame.len();
-            self.socket
-                .start_send_unpin(S::Message::from_frame(frame))?;
-            self.unflushed = true;
-            progress = true;
+        }
+        if self.outbox.bytes.is_empty() {
+            self.outbox.frames = 0;
         }
         if self.unflushed {
-            match self.socket.poll_flush_unpin(cx) {
+            match Pin::new(&mut self.io).poll_flush(cx) {
                 Poll::Ready(Ok(())) => self.unflushed = false,
                 Poll::Ready(Err(error)) => return Err(error),
                 Poll::Pending => {}
@@ -448,32 +448,75 @@ impl<S: Socket> Side<S> {
         Ok(progress)
     }
 
-    /// Sends what is queued, closes with `action`, and waits for the peer
-    /// to finish the handshake.
+    /// Writes and flushes the whole outbox.
+    fn poll_write_all(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            let progress = self.poll_write(cx)?;
+            if self.outbox.bytes.is_empty() && !self.unflushed {
+                return Poll::Ready(Ok(()));
+            }
+            if !progress {
+                return Poll::Pending;
+            }
+        }
+    }
+
+    /// Whether this side holds any buffer memory.
+    fn holds_buffers(&self) -> bool {
+        self.inbox.capacity() > 0 || self.outbox.bytes.capacity() > 0
+    }
+
+    /// Gives the buffers back while they are empty.
+    fn release_empty_buffers(&mut self) {
+        if self.inbox.is_empty() {
+            self.inbox = BytesMut::new();
+        }
+        if self.outbox.bytes.is_empty() {
+            self.outbox.bytes = BytesMut::new();
+        }
+    }
+
+    /// Sends what is queued, closes with `action`, and, when this side
+    /// closes first, waits for the peer to answer.
     async fn close(&mut self, action: CloseAction) {
-        match action {
+        let closes_first = match action {
             CloseAction::Drop => return,
             CloseAction::Send(close) => {
-                self.push(Frame::Close(Some(close)));
-                while let Some(frame) = self.queue.pop_front() {
-                    if self
-                        .socket
-                        .feed(S::Message::from_frame(frame))
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
+                self.outbox.queue_close(Some(&close));
+                true
             }
-            // A peer that closed first takes no more messages.
-            CloseAction::Answer => self.queue.clear(),
-        }
-        if self.socket.close().await.is_err() {
+            CloseAction::Answer(echo) => {
+                self.outbox.queue_close(echo.as_ref());
+                false
+            }
+        };
+        if poll_fn(|cx| self.poll_write_all(cx)).await.is_err() {
             return;
         }
-        // Read until the peer's side of the handshake ends the stream.
-        while let Some(Ok(_)) = self.socket.next().await {}
+        if closes_first {
+            self.await_close_answer().await;
+        }
+        let _ = self.io.shutdown().await;
+    }
+
+    /// Reads (and drops) frames until the peer's close frame, the end of
+    /// the stream or a broken frame.
+    async fn await_close_answer(&mut self) {
+        loop {
+            match self.reader.next(&self.inbox) {
+                Ok(Next::Frame(header)) if header.opcode == Opcode::Close => return,
+                Ok(Next::Frame(header)) => {
+                    self.inbox.advance(header.frame_len());
+                    continue;
+                }
+                Ok(Next::NeedMore(frame_len)) => self.expect(frame_len),
+                Err(_) => return,
+            }
+            match poll_fn(|cx| self.poll_fill(cx)).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
     }
 }
 
@@ -486,22 +529,41 @@ pub struct Pump<C, U> {
     /// Reading the API is paused because the client's queue is full.
     paused: bool,
     last_activity: Instant,
-    idle_timer: Pin<Box<Sleep>>,
+    /// Fires for the idle time-out, or sooner to give buffers back.
+    timer: Pin<Box<Sleep>>,
+    /// The timer is set to give the buffers back.
+    release_armed: bool,
+    /// Bytes read from either side since the buffers were given back.
+    read_since_release: usize,
 }
 
-impl<C: Socket, U: Socket> Pump<C, U> {
-    /// A pump between `client` and `upstream`; back-pressure episodes are
+impl<C, U> Pump<C, U>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    /// A pump between `client` (the stream of an accepted WebSocket) and
+    /// `upstream` (the API's, past its handshake, of which
+    /// `upstream_read_ahead` was already read); back-pressure episodes are
     /// counted in `registry`.
-    pub fn new(client: C, upstream: U, limits: Limits, registry: Arc<RelayRegistry>) -> Self {
+    pub fn new(
+        client: C,
+        upstream: U,
+        upstream_read_ahead: BytesMut,
+        limits: Limits,
+        registry: Arc<RelayRegistry>,
+    ) -> Self {
         let now = Instant::now();
         Self {
-            client: Side::new(client),
-            upstream: Side::new(upstream),
+            client: Side::new(client, Peer::Client, &limits, BytesMut::new()),
+            upstream: Side::new(upstream, Peer::Server, &limits, upstream_read_ahead),
             limits,
             registry,
             paused: false,
             last_activity: now,
-            idle_timer: Box::pin(tokio::time::sleep_until(now + limits.idle)),
+            timer: Box::pin(tokio::time::sleep_until(now + limits.idle)),
+            release_armed: false,
+            read_since_release: 0,
         }
     }
 
@@ -529,11 +591,11 @@ impl<C: Socket, U: Socket> Pump<C, U> {
         for _ in 0..MAX_ROUNDS_PER_POLL {
             let mut progress = match self.client.poll_write(cx) {
                 Ok(progress) => progress,
-                Err(error) => return Poll::Ready(client_failure(&error)),
+                Err(error) => return Poll::Ready(lost("client", &error, End::ClientLost)),
             };
             match self.upstream.poll_write(cx) {
                 Ok(moved) => progress |= moved,
-                Err(error) => return Poll::Ready(upstream_failure(&error)),
+                Err(error) => return Poll::Ready(lost("API", &error, End::UpstreamLost)),
             }
             let mut read = false;
             match self.poll_read_upstream(cx) {
@@ -553,7 +615,7 @@ impl<C: Socket, U: Socket> Pump<C, U> {
                 progress = true;
             }
             if !progress {
-                return self.poll_idle(cx);
+                return self.poll_quiet(cx);
             }
         }
         // Still busy: let other relays run, and come back at once.
@@ -561,233 +623,256 @@ impl<C: Socket, U: Socket> Pump<C, U> {
         Poll::Pending
     }
 
-    /// Reads the API while the client's queue has room. `Ready(None)`:
-    /// something was read; `Pending`: nothing was.
+    /// Relays the API's frames, reading more while the client's queue has
+    /// room. `Ready(None)`: something was relayed; `Pending`: nothing was.
     fn poll_read_upstream(&mut self, cx: &mut Context<'_>) -> Poll<Option<End>> {
-        let mut read = false;
-        while self.client.has_room(&self.limits) {
+        let mut moved = false;
+        loop {
+            match self.relay_upstream_frames() {
+                Ok(relayed) => moved |= relayed,
+                Err(end) => return Poll::Ready(Some(end)),
+            }
+            if !self.client.outbox.has_room(&self.limits) {
+                if !self.paused {
+                    self.paused = true;
+                    self.registry.note_backpressure();
+                }
+                break;
+            }
             self.paused = false;
-            let message = match self.upstream.socket.poll_next_unpin(cx) {
-                Poll::Ready(Some(Ok(message))) => message,
-                Poll::Ready(Some(Err(error))) => {
-                    return Poll::Ready(Some(upstream_failure(&error)));
+            match self.upstream.poll_fill(cx) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Some(End::UpstreamLost)),
+                Poll::Ready(Ok(read)) => {
+                    self.read_since_release += read;
+                    moved = true;
                 }
-                Poll::Ready(None) => return Poll::Ready(Some(End::UpstreamLost)),
+                Poll::Ready(Err(error)) => {
+                    return Poll::Ready(Some(lost("API", &error, End::UpstreamLost)));
+                }
                 Poll::Pending => break,
-            };
-            read = true;
-            if let Some(end) = message
-                .into_frame()
-                .and_then(|frame| self.on_upstream_frame(frame))
-            {
-                return Poll::Ready(Some(end));
             }
         }
-        if !self.client.has_room(&self.limits) && !self.paused {
-            self.paused = true;
-            self.registry.note_backpressure();
-        }
-        if read {
+        if moved {
             Poll::Ready(None)
         } else {
             Poll::Pending
         }
     }
 
-    /// Reads the client while the API's queue has room.
+    /// Relays the client's frames, reading more while the API's queue has
+    /// room.
     fn poll_read_client(&mut self, cx: &mut Context<'_>) -> Poll<Option<End>> {
-        let mut read = false;
-        while self.upstream.has_room(&self.limits) {
-            let message = match self.client.socket.poll_next_unpin(cx) {
-                Poll::Ready(Some(Ok(message))) => message,
-                Poll::Ready(Some(Err(error))) => return Poll::Ready(Some(client_failure(&error))),
-                Poll::Ready(None) => return Poll::Ready(Some(End::ClientLost)),
+        let mut moved = false;
+        loop {
+            match self.relay_client_frames() {
+                Ok(relayed) => moved |= relayed,
+                Err(end) => return Poll::Ready(Some(end)),
+            }
+            if !self.upstream.outbox.has_room(&self.limits) {
+                break;
+            }
+            match self.client.poll_fill(cx) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Some(End::ClientLost)),
+                Poll::Ready(Ok(read)) => {
+                    self.read_since_release += read;
+                    moved = true;
+                }
+                Poll::Ready(Err(error)) => {
+                    return Poll::Ready(Some(lost("client", &error, End::ClientLost)));
+                }
                 Poll::Pending => break,
-            };
-            read = true;
-            if let Some(end) = message
-                .into_frame()
-                .and_then(|frame| self.on_client_frame(frame))
-            {
-                return Poll::Ready(Some(end));
             }
         }
-        if read {
+        if moved {
             Poll::Ready(None)
         } else {
             Poll::Pending
         }
     }
 
-    fn on_upstream_frame(&mut self, frame: Frame) -> Option<End> {
-        match frame {
-            Frame::Text(text) => match classify(&text) {
-                Control::HeartbeatPing => {
-                    // Answered here so the API keeps the socket even for a
-                    // client that knows nothing of heartbeats; a pong that
-                    // finds the API's queue full is dropped, since the API
-                    // is not reading anyway.
-                    if self.upstream.has_room(&self.limits) {
-                        self.upstream.push(Frame::text(HEARTBEAT_PONG));
+    /// Hands the whole frames read from the API to the client's queue while
+    /// it has room; returns whether any frame was handled.
+    fn relay_upstream_frames(&mut self) -> Result<bool, End> {
+        let mut handled = false;
+        while self.client.outbox.has_room(&self.limits) {
+            let header = match self.upstream.reader.next(&self.upstream.inbox) {
+                Ok(Next::Frame(header)) => header,
+                Ok(Next::NeedMore(frame_len)) => {
+                    self.upstream.expect(frame_len);
+                    break;
+                }
+                Err(violation) => return Err(End::upstream_violation(violation)),
+            };
+            handled = true;
+            let frame = &self.upstream.inbox[..header.frame_len()];
+            let payload = &frame[header.payload()];
+            let end = match header.opcode {
+                Opcode::Text | Opcode::Binary | Opcode::Continuation => {
+                    self.client.outbox.forward(frame);
+                    // A text frame with FIN outside a fragmented message
+                    // (the reader checks that) is a whole message.
+                    let whole_text = header.opcode == Opcode::Text && header.fin;
+                    match whole_text.then(|| classify(payload)) {
+                        Some(Control::HeartbeatPing) => {
+                            // Answered here so the API keeps the socket even
+                            // for a client that knows nothing of heartbeats;
+                            // the client still sees the ping.
+                            if self.upstream.outbox.has_room(&self.limits) {
+                                self.upstream.outbox.queue(
+                                    true,
+                                    Opcode::Text,
+                                    HEARTBEAT_PONG.as_bytes(),
+                                );
+                            }
+                            None
+                        }
+                        Some(Control::AuthError) => Some(End::AuthRefused),
+                        _ => None,
                     }
-                    self.client.push(Frame::Text(text));
                 }
-                Control::AuthError => {
-                    self.client.push(Frame::Text(text));
-                    return Some(End::AuthRefused);
+                Opcode::Ping => {
+                    self.upstream.outbox.answer_ping(payload, &self.limits);
+                    None
                 }
-                Control::HeartbeatPong | Control::Other => self.client.push(Frame::Text(text)),
-            },
-            Frame::Binary(bytes) => self.client.push(Frame::Binary(bytes)),
-            // The libraries answer pings themselves.
-            Frame::Ping(_) | Frame::Pong(_) => {}
-            Frame::Close(close) => return Some(End::UpstreamClosed(close)),
-        }
-        None
-    }
-
-    fn on_client_frame(&mut self, frame: Frame) -> Option<End> {
-        match frame {
-            Frame::Text(text) => {
-                // The relay already answered the API's ping; the client's
-                // own pong would be a second one.
-                if classify(&text) != Control::HeartbeatPong {
-                    self.upstream.push(Frame::Text(text));
-                }
+                Opcode::Pong => None,
+                Opcode::Close => Some(match frame::parse_close(payload) {
+                    Ok(close) => End::UpstreamClosed(close.map(Close::from_wire)),
+                    Err(violation) => End::upstream_violation(violation),
+                }),
+            };
+            self.upstream.inbox.advance(header.frame_len());
+            if let Some(end) = end {
+                return Err(end);
             }
-            Frame::Binary(bytes) => self.upstream.push(Frame::Binary(bytes)),
-            Frame::Ping(_) | Frame::Pong(_) => {}
-            Frame::Close(close) => return Some(End::ClientClosed(close)),
         }
-        None
+        Ok(handled)
     }
 
-    fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<End> {
-        // The timer is re-armed only when it fires, not on every message.
-        while self.idle_timer.as_mut().poll(cx).is_ready() {
-            let deadline = self.last_activity + self.limits.idle;
-            if Instant::now() >= deadline {
+    /// Hands the whole frames read from the client to the API's queue while
+    /// it has room, masked afresh; returns whether any frame was handled.
+    fn relay_client_frames(&mut self) -> Result<bool, End> {
+        let mut handled = false;
+        while self.upstream.outbox.has_room(&self.limits) {
+            let header = match self.client.reader.next(&self.client.inbox) {
+                Ok(Next::Frame(header)) => header,
+                Ok(Next::NeedMore(frame_len)) => {
+                    self.client.expect(frame_len);
+                    break;
+                }
+                Err(violation) => return Err(End::client_violation(violation)),
+            };
+            handled = true;
+            let payload = &mut self.client.inbox[header.payload()];
+            if let Some(key) = header.mask {
+                frame::apply_mask(payload, key);
+            }
+            let payload = &*payload;
+            let end = match header.opcode {
+                Opcode::Text | Opcode::Binary | Opcode::Continuation => {
+                    // The relay already answered the API's ping; the
+                    // client's own pong would be a second one.
+                    let own_pong = header.opcode == Opcode::Text
+                        && header.fin
+                        && classify(payload) == Control::HeartbeatPong;
+                    if !own_pong {
+                        self.upstream
+                            .outbox
+                            .queue(header.fin, header.opcode, payload);
+                    }
+                    None
+                }
+                Opcode::Ping => {
+                    self.client.outbox.answer_ping(payload, &self.limits);
+                    None
+                }
+                Opcode::Pong => None,
+                Opcode::Close => Some(match frame::parse_close(payload) {
+                    Ok(close) => End::ClientClosed(close.map(Close::from_wire)),
+                    Err(violation) => End::client_violation(violation),
+                }),
+            };
+            self.client.inbox.advance(header.frame_len());
+            if let Some(end) = end {
+                return Err(end);
+            }
+        }
+        Ok(handled)
+    }
+
+    /// While nothing moves: gives the buffers back (at once, or after
+    /// [`BUFFER_KEEP`] of quiet for a streaming relay), and ends the relay
+    /// after the idle time-out. One timer serves both; it is re-armed when
+    /// it fires or when a streaming relay falls quiet, never per message.
+    fn poll_quiet(&mut self, cx: &mut Context<'_>) -> Poll<End> {
+        if self.read_since_release < STREAMING_BYTES {
+            self.release_buffers();
+        } else if !self.release_armed && self.holds_buffers() {
+            self.release_armed = true;
+            self.timer.as_mut().reset(self.last_activity + BUFFER_KEEP);
+        }
+        while self.timer.as_mut().poll(cx).is_ready() {
+            let now = Instant::now();
+            if self.release_armed && now >= self.last_activity + BUFFER_KEEP {
+                self.release_buffers();
+                // Buffers still holding bytes are looked at again later.
+                self.release_armed = self.holds_buffers();
+            }
+            let idle_deadline = self.last_activity + self.limits.idle;
+            if now >= idle_deadline {
                 return Poll::Ready(End::Idle);
             }
-            self.idle_timer.as_mut().reset(deadline);
+            let release_at = self.last_activity + BUFFER_KEEP;
+            let next = match (self.release_armed, release_at > now) {
+                (false, _) => idle_deadline,
+                (true, true) => release_at,
+                (true, false) => now + BUFFER_KEEP,
+            };
+            self.timer.as_mut().reset(next.min(idle_deadline));
         }
         Poll::Pending
     }
-}
 
-fn upstream_failure(error: &(dyn std::error::Error + 'static)) -> End {
-    if is_too_big(error) {
-        End::UpstreamTooBig
-    } else {
-        tracing::debug!(%error, "the API's socket failed");
-        End::UpstreamLost
+    fn holds_buffers(&self) -> bool {
+        self.client.holds_buffers() || self.upstream.holds_buffers()
+    }
+
+    fn release_buffers(&mut self) {
+        self.client.release_empty_buffers();
+        self.upstream.release_empty_buffers();
+        self.read_since_release = 0;
     }
 }
 
-fn client_failure(error: &(dyn std::error::Error + 'static)) -> End {
-    if is_too_big(error) {
-        End::ClientTooBig
-    } else {
-        tracing::debug!(%error, "the client's socket failed");
-        End::ClientLost
-    }
+/// `end`, for a socket that failed with `error` (logged: it carries no
+/// secret, only the kind of failure).
+fn lost(side: &str, error: &io::Error, end: End) -> End {
+    tracing::debug!(%error, "the {side}'s socket failed");
+    end
 }
 
 #[cfg(test)]
 mod tests {
-    use tokio::sync::mpsc;
-    use tokio_util::sync::PollSender;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use bytes::Bytes;
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio::io::{AsyncWriteExt as _, DuplexStream};
+    use tokio_tungstenite::WebSocketStream;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 
     use super::*;
 
-    /// The channel between a test and the pump broke.
-    #[derive(Debug, thiserror::Error)]
-    #[error("test channel closed")]
-    struct ChannelClosed;
+    /// A test's end of one of the pump's sockets, spoken by tungstenite:
+    /// as a client on the client's side, as a server on the API's.
+    type Peer = WebSocketStream<DuplexStream>;
 
-    /// One socket as the pump sees it: frames in from a channel, frames
-    /// out into another.
-    struct Duplex {
-        incoming: mpsc::Receiver<Frame>,
-        outgoing: PollSender<Frame>,
-    }
-
-    /// The test's end of a [`Duplex`].
-    struct Peer {
-        to_pump: mpsc::Sender<Frame>,
-        from_pump: mpsc::Receiver<Frame>,
-    }
-
-    impl Peer {
-        async fn send(&self, frame: Frame) {
-            assert!(
-                self.to_pump.send(frame).await.is_ok(),
-                "pump stopped reading"
-            );
-        }
-
-        async fn recv(&mut self) -> Option<Frame> {
-            tokio::time::timeout(Duration::from_secs(5), self.from_pump.recv())
-                .await
-                .ok()
-                .flatten()
-        }
-    }
-
-    /// A duplex whose outgoing channel holds `capacity` frames.
-    fn socket(capacity: usize) -> (Duplex, Peer) {
-        let (to_pump, incoming) = mpsc::channel(capacity);
-        let (outgoing, from_pump) = mpsc::channel(capacity);
-        let duplex = Duplex {
-            incoming,
-            outgoing: PollSender::new(outgoing),
-        };
-        (duplex, Peer { to_pump, from_pump })
-    }
-
-    impl Stream for Duplex {
-        type Item = Result<Frame, ChannelClosed>;
-
-        fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-            self.incoming.poll_recv(cx).map(|frame| frame.map(Ok))
-        }
-    }
-
-    impl Sink<Frame> for Duplex {
-        type Error = ChannelClosed;
-
-        fn poll_ready(
-            mut self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-        ) -> Poll<Result<(), ChannelClosed>> {
-            self.outgoing
-                .poll_ready_unpin(cx)
-                .map_err(|_| ChannelClosed)
-        }
-
-        fn start_send(mut self: Pin<&mut Self>, frame: Frame) -> Result<(), ChannelClosed> {
-            self.outgoing
-                .start_send_unpin(frame)
-                .map_err(|_| ChannelClosed)
-        }
-
-        fn poll_flush(
-            mut self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-        ) -> Poll<Result<(), ChannelClosed>> {
-            self.outgoing
-                .poll_flush_unpin(cx)
-                .map_err(|_| ChannelClosed)
-        }
-
-        fn poll_close(
-            mut self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-        ) -> Poll<Result<(), ChannelClosed>> {
-            self.outgoing
-                .poll_close_unpin(cx)
-                .map_err(|_| ChannelClosed)
-        }
+    /// What a test holds of a running pump.
+    struct Running {
+        client: Peer,
+        api: Peer,
+        registry: Arc<RelayRegistry>,
+        task: tokio::task::JoinHandle<End>,
     }
 
     fn limits(queue_messages: usize) -> Limits {
@@ -795,71 +880,128 @@ mod tests {
             queue_messages,
             queue_bytes: 1024 * 1024,
             idle: Duration::from_secs(60),
+            max_message: 1024 * 1024,
         }
     }
 
-    /// A pump over two channel sockets, running until it ends; its end is
-    /// returned once both sides are closed.
-    fn start(
-        queue_messages: usize,
-        capacity: usize,
-    ) -> (Peer, Peer, Arc<RelayRegistry>, tokio::task::JoinHandle<End>) {
-        let (client, client_peer) = socket(capacity);
-        let (upstream, upstream_peer) = socket(capacity);
+    /// A pump over in-memory pipes of `pipe_bytes`, running until it ends;
+    /// its end is returned once both sides are closed. Returns the raw API
+    /// end, for tests that write frames by hand.
+    fn start_raw(
+        limits: Limits,
+        pipe_bytes: usize,
+        upstream_read_ahead: BytesMut,
+    ) -> (
+        DuplexStream,
+        DuplexStream,
+        Arc<RelayRegistry>,
+        tokio::task::JoinHandle<End>,
+    ) {
+        let (client_io, client_end) = tokio::io::duplex(pipe_bytes);
+        let (upstream_io, api_end) = tokio::io::duplex(pipe_bytes);
         let registry = Arc::new(RelayRegistry::default());
-        let mut pump = Pump::new(client, upstream, limits(queue_messages), registry.clone());
+        let mut pump = Pump::new(
+            client_io,
+            upstream_io,
+            upstream_read_ahead,
+            limits,
+            registry.clone(),
+        );
         let task = tokio::spawn(async move {
             let end = pump.run().await;
             pump.finish(&end).await;
             end
         });
-        (client_peer, upstream_peer, registry, task)
+        (client_end, api_end, registry, task)
     }
 
-    fn text(value: &str) -> Frame {
-        Frame::text(value)
+    async fn start_with(limits: Limits, pipe_bytes: usize) -> Running {
+        let (client_end, api_end, registry, task) = start_raw(limits, pipe_bytes, BytesMut::new());
+        Running {
+            client: client_peer(client_end).await,
+            api: WebSocketStream::from_raw_socket(api_end, Role::Server, None).await,
+            registry,
+            task,
+        }
+    }
+
+    async fn start(queue_messages: usize) -> Running {
+        start_with(limits(queue_messages), 64 * 1024).await
+    }
+
+    async fn client_peer(end: DuplexStream) -> Peer {
+        WebSocketStream::from_raw_socket(end, Role::Client, None).await
+    }
+
+    async fn send(peer: &mut Peer, message: Message) {
+        assert!(peer.send(message).await.is_ok(), "the pump stopped reading");
+    }
+
+    async fn recv(peer: &mut Peer) -> Option<Message> {
+        tokio::time::timeout(Duration::from_secs(5), peer.next())
+            .await
+            .ok()
+            .flatten()
+            .and_then(Result::ok)
+    }
+
+    fn text(value: &str) -> Message {
+        Message::text(value)
+    }
+
+    fn close(code: u16, reason: &str) -> Message {
+        Message::Close(Some(CloseFrame {
+            code: code.into(),
+            reason: reason.into(),
+        }))
+    }
+
+    /// The code of the close frame `message` is, if it is one.
+    fn close_code(message: Option<&Message>) -> Option<u16> {
+        match message {
+            Some(Message::Close(Some(frame))) => Some(frame.code.into()),
+            _ => None,
+        }
     }
 
     const PING: &str = r#"{"type":"heartbeat","heartbeat_msg":"ping","heartbeat_delay_ms":5000}"#;
 
     #[tokio::test]
     async fn messages_flow_both_ways_in_order() {
-        let (mut client, mut api, _, task) = start(4, 2);
+        let Running {
+            mut client,
+            mut api,
+            task,
+            ..
+        } = start(4).await;
 
-        // Far more than the queue and channels hold: the sender waits for
-        // the reader, and nothing is lost or reordered.
-        let to_pump = api.to_pump.clone();
-        let sender = tokio::spawn(async move {
-            for n in 0..50 {
-                let frame = text(&format!("{{\"event\":\"E\",\"n\":{n}}}"));
-                if to_pump.send(frame).await.is_err() {
-                    break;
-                }
-            }
-        });
+        for n in 0..50 {
+            send(&mut api, text(&format!("{{\"event\":\"E\",\"n\":{n}}}"))).await;
+        }
         for n in 0..50 {
             assert_eq!(
-                client.recv().await,
+                recv(&mut client).await,
                 Some(text(&format!("{{\"event\":\"E\",\"n\":{n}}}")))
             );
         }
-        assert!(sender.await.is_ok());
-        client
-            .send(Frame::Binary(Bytes::from_static(b"\x00\x01")))
-            .await;
-        client.send(text("hello")).await;
+        send(
+            &mut client,
+            Message::Binary(Bytes::from_static(b"\x00\x01")),
+        )
+        .await;
+        send(&mut client, text("hello")).await;
         assert_eq!(
-            api.recv().await,
-            Some(Frame::Binary(Bytes::from_static(b"\x00\x01")))
+            recv(&mut api).await,
+            Some(Message::Binary(Bytes::from_static(b"\x00\x01")))
         );
-        assert_eq!(api.recv().await, Some(text("hello")));
+        assert_eq!(recv(&mut api).await, Some(text("hello")));
 
-        client
-            .send(Frame::Close(Some(Close::new(4000, "bye"))))
-            .await;
+        send(&mut client, close(4000, "bye")).await;
+        assert_eq!(recv(&mut api).await, Some(close(4000, "bye")));
         assert_eq!(
-            api.recv().await,
-            Some(Frame::Close(Some(Close::new(4000, "bye"))))
+            recv(&mut client).await,
+            Some(close(4000, "")),
+            "the client's close is answered"
         );
         drop((client, api));
         let end = task.await.ok();
@@ -868,69 +1010,111 @@ mod tests {
 
     #[tokio::test]
     async fn the_relay_answers_heartbeats_and_drops_the_clients_pongs() {
-        let (mut client, mut api, _, task) = start(8, 8);
+        let Running {
+            mut client,
+            mut api,
+            task,
+            ..
+        } = start(8).await;
 
-        api.send(text(PING)).await;
+        send(&mut api, text(PING)).await;
         assert_eq!(
-            api.recv().await,
+            recv(&mut api).await,
             Some(text(HEARTBEAT_PONG)),
             "the relay answered"
         );
         assert_eq!(
-            client.recv().await,
+            recv(&mut client).await,
             Some(text(PING)),
             "the client still sees it"
         );
 
-        client.send(text(HEARTBEAT_PONG)).await;
-        client.send(text("after")).await;
-        assert_eq!(api.recv().await, Some(text("after")), "no second pong");
-
-        client.send(Frame::Ping(Bytes::from_static(b"p"))).await;
-        client.send(text("after ping")).await;
-        assert_eq!(
-            api.recv().await,
-            Some(text("after ping")),
-            "pings stay local"
-        );
+        send(&mut client, text(HEARTBEAT_PONG)).await;
+        send(&mut client, text("after")).await;
+        assert_eq!(recv(&mut api).await, Some(text("after")), "no second pong");
 
         drop(client);
         assert_eq!(
-            api.recv().await,
-            Some(Frame::Close(Some(Close::new(
-                GOING_AWAY,
-                "client went away"
-            ))))
+            recv(&mut api).await,
+            Some(close(GOING_AWAY, "client went away"))
         );
         drop(api);
         assert_eq!(task.await.ok(), Some(End::ClientLost));
     }
 
     #[tokio::test]
-    async fn the_apis_close_reaches_the_client_after_its_messages() {
-        let (mut client, api, _, task) = start(8, 8);
+    async fn websocket_pings_are_answered_on_their_own_side() {
+        let Running {
+            mut client,
+            mut api,
+            task,
+            ..
+        } = start(8).await;
 
-        api.send(text("last")).await;
-        api.send(Frame::Close(Some(Close::new(4002, "forced"))))
-            .await;
-        assert_eq!(client.recv().await, Some(text("last")));
+        send(&mut client, Message::Ping(Bytes::from_static(b"c"))).await;
         assert_eq!(
-            client.recv().await,
-            Some(Frame::Close(Some(Close::new(4002, "forced"))))
+            recv(&mut client).await,
+            Some(Message::Pong(Bytes::from_static(b"c")))
         );
+        send(&mut api, Message::Ping(Bytes::from_static(b"a"))).await;
+        assert_eq!(
+            recv(&mut api).await,
+            Some(Message::Pong(Bytes::from_static(b"a")))
+        );
+        send(&mut client, Message::Pong(Bytes::from_static(b"unasked"))).await;
+        send(&mut client, text("after pings")).await;
+        send(&mut api, text("after pings")).await;
+        assert_eq!(
+            recv(&mut api).await,
+            Some(text("after pings")),
+            "pings and pongs stay local"
+        );
+        assert_eq!(recv(&mut client).await, Some(text("after pings")));
+
+        send(&mut api, close(4002, "forced")).await;
+        assert_eq!(recv(&mut client).await, Some(close(4002, "forced")));
         drop((client, api));
         assert!(task.await.is_ok());
     }
 
     #[tokio::test]
+    async fn the_apis_close_reaches_the_client_after_its_messages() {
+        let Running {
+            mut client,
+            mut api,
+            task,
+            ..
+        } = start(8).await;
+
+        send(&mut api, text("last")).await;
+        send(&mut api, close(4002, "forced")).await;
+        assert_eq!(recv(&mut client).await, Some(text("last")));
+        assert_eq!(recv(&mut client).await, Some(close(4002, "forced")));
+        assert_eq!(
+            recv(&mut api).await,
+            Some(close(4002, "")),
+            "the API's close is answered"
+        );
+        drop((client, api));
+        assert_eq!(
+            task.await.ok(),
+            Some(End::UpstreamClosed(Some(Close::new(4002, "forced"))))
+        );
+    }
+
+    #[tokio::test]
     async fn an_api_that_vanishes_closes_the_client_with_1011() {
-        let (mut client, api, _, task) = start(8, 8);
+        let Running {
+            mut client,
+            api,
+            task,
+            ..
+        } = start(8).await;
 
         drop(api);
-        let close = client.recv().await;
-        assert!(
-            matches!(&close, Some(Frame::Close(Some(close))) if close.code == INTERNAL_ERROR),
-            "{close:?}"
+        assert_eq!(
+            close_code(recv(&mut client).await.as_ref()),
+            Some(INTERNAL_ERROR)
         );
         drop(client);
         assert_eq!(task.await.ok(), Some(End::UpstreamLost));
@@ -938,82 +1122,225 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_authentication_is_forwarded_then_closed_with_1008() {
-        let (mut client, mut api, _, task) = start(8, 8);
+        let Running {
+            mut client,
+            mut api,
+            task,
+            ..
+        } = start(8).await;
         let refusal = r#"{"type":"error","id":2001,"message":"bad signature"}"#;
 
-        api.send(text(refusal)).await;
-        assert_eq!(client.recv().await, Some(text(refusal)));
-        let close = client.recv().await;
+        send(&mut api, text(refusal)).await;
+        assert_eq!(recv(&mut client).await, Some(text(refusal)));
+        let closed = recv(&mut client).await;
         assert!(
-            matches!(&close, Some(Frame::Close(Some(close))) if close.code == POLICY_VIOLATION && !close.reason.is_empty()),
-            "{close:?}"
+            matches!(&closed, Some(Message::Close(Some(frame))) if u16::from(frame.code) == POLICY_VIOLATION && !frame.reason.is_empty()),
+            "{closed:?}"
         );
-        assert_eq!(
-            api.recv().await,
-            Some(Frame::Close(Some(Close::new(NORMAL, ""))))
-        );
+        assert_eq!(recv(&mut api).await, Some(close(NORMAL, "")));
         drop((client, api));
         assert_eq!(task.await.ok(), Some(End::AuthRefused));
     }
 
     #[tokio::test]
     async fn a_slow_client_stops_the_reading_of_the_api() {
-        // Queue of 4 and channels of 2: at most 4 + 2 (client channel)
-        // + 2 (API channel) + 1 (in hand) frames are taken from the API.
-        let (mut client, api, registry, task) = start(4, 2);
-
-        let mut sent = 0;
-        while sent < 100 {
-            match api.to_pump.try_send(text(&sent.to_string())) {
-                Ok(()) => sent += 1,
-                Err(_) => {
-                    // Full: give the pump a chance, then check it is stuck.
-                    tokio::task::yield_now().await;
-                    if api.to_pump.try_send(text(&sent.to_string())).is_err() {
-                        break;
-                    }
-                    sent += 1;
-                }
+        const COUNT: usize = 10_000;
+        const MESSAGE_BYTES: usize = 100;
+        // Queues of 4 frames and pipes of 1 KiB: what the API gets ahead of
+        // a client that does not read is the pipes, one read and the queue,
+        // a few KiB.
+        const MOST_AHEAD_BYTES: usize = 8 * 1024;
+        let Running {
+            mut client,
+            api,
+            registry,
+            task,
+        } = start_with(limits(4), 1024).await;
+        let message = |n: usize| text(&format!("{n:0>MESSAGE_BYTES$}"));
+        let sent = Arc::new(AtomicUsize::new(0));
+        let counter = sent.clone();
+        let sender = tokio::spawn(async move {
+            let mut api = api;
+            for n in 0..COUNT {
+                send(&mut api, message(n)).await;
+                counter.fetch_add(1, Ordering::SeqCst);
             }
-        }
+            api
+        });
+
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let sent_while_stalled = sent.load(Ordering::SeqCst);
         assert!(
-            sent < 100,
-            "the pump kept reading a stalled client's API ({sent})"
+            sent_while_stalled * MESSAGE_BYTES < MOST_AHEAD_BYTES,
+            "the pump kept reading a stalled client's API ({sent_while_stalled} messages)"
         );
         assert!(registry.backpressure_events() >= 1);
 
-        for n in 0..sent {
-            assert_eq!(
-                client.recv().await,
-                Some(text(&n.to_string())),
-                "nothing lost"
-            );
+        for n in 0..COUNT {
+            assert_eq!(recv(&mut client).await, Some(message(n)), "nothing lost");
         }
+        let api = sender.await.ok();
         drop((client, api));
         assert!(task.await.is_ok());
     }
 
     #[tokio::test]
     async fn a_silent_relay_goes_idle() {
-        let (client, client_peer) = socket(8);
-        let (upstream, api_peer) = socket(8);
         let short = Limits {
             idle: Duration::from_millis(100),
             ..limits(8)
         };
-        let mut pump = Pump::new(client, upstream, short, Arc::default());
-        let task = tokio::spawn(async move {
-            let end = pump.run().await;
-            pump.finish(&end).await;
-            end
-        });
-        let (mut client, mut api) = (client_peer, api_peer);
-        let expected = Some(Frame::Close(Some(Close::new(GOING_AWAY, "idle time-out"))));
+        let Running {
+            mut client,
+            mut api,
+            task,
+            ..
+        } = start_with(short, 1024).await;
+        let expected = Some(close(GOING_AWAY, "idle time-out"));
 
-        assert_eq!(client.recv().await, expected);
-        assert_eq!(api.recv().await, expected);
+        assert_eq!(recv(&mut client).await, expected);
+        assert_eq!(recv(&mut api).await, expected);
         drop((client, api));
         assert_eq!(task.await.ok(), Some(End::Idle));
+    }
+
+    /// Runs `pump` for `period`; it must not end on its own meanwhile.
+    async fn run_for(pump: &mut Pump<DuplexStream, DuplexStream>, period: Duration) {
+        let ran = tokio::time::timeout(period, pump.run()).await;
+        assert!(ran.is_err(), "the relay ended: {ran:?}");
+    }
+
+    // On a paused clock, which moves only when every task waits: how long
+    // the machine takes to run the pump does not count.
+    #[tokio::test(start_paused = true)]
+    async fn quiet_relays_give_their_buffers_back() {
+        let (client_io, client_end) = tokio::io::duplex(256 * 1024);
+        let (upstream_io, api_end) = tokio::io::duplex(256 * 1024);
+        let mut pump = Pump::new(
+            client_io,
+            upstream_io,
+            BytesMut::new(),
+            limits(1024),
+            Arc::default(),
+        );
+        let mut client = client_peer(client_end).await;
+        let mut api = WebSocketStream::from_raw_socket(api_end, Role::Server, None).await;
+
+        send(&mut api, text("one message")).await;
+        run_for(&mut pump, BUFFER_KEEP / 4).await;
+        assert_eq!(recv(&mut client).await, Some(text("one message")));
+        assert!(!pump.holds_buffers(), "given back at once");
+
+        let line = "x".repeat(1000);
+        for _ in 0..(2 * STREAMING_BYTES / line.len()) {
+            send(&mut api, text(&line)).await;
+        }
+        run_for(&mut pump, BUFFER_KEEP / 4).await;
+        assert!(pump.holds_buffers(), "a stream keeps them a while");
+        run_for(&mut pump, BUFFER_KEEP * 3).await;
+        assert!(!pump.holds_buffers(), "given back once quiet");
+        for _ in 0..(2 * STREAMING_BYTES / line.len()) {
+            assert_eq!(recv(&mut client).await, Some(text(&line)));
+        }
+    }
+
+    #[tokio::test]
+    async fn messages_over_the_limit_close_with_1009() {
+        let small = Limits {
+            max_message: 64,
+            ..limits(8)
+        };
+        let Running {
+            mut client,
+            mut api,
+            task,
+            ..
+        } = start_with(small, 64 * 1024).await;
+        send(&mut api, text(&"y".repeat(65))).await;
+        assert_eq!(close_code(recv(&mut client).await.as_ref()), Some(TOO_BIG));
+        assert_eq!(close_code(recv(&mut api).await.as_ref()), Some(TOO_BIG));
+        drop((client, api));
+        assert_eq!(task.await.ok(), Some(End::UpstreamTooBig));
+
+        let Running {
+            mut client,
+            mut api,
+            task,
+            ..
+        } = start_with(small, 64 * 1024).await;
+        send(&mut client, text(&"x".repeat(65))).await;
+        assert_eq!(close_code(recv(&mut client).await.as_ref()), Some(TOO_BIG));
+        assert_eq!(close_code(recv(&mut api).await.as_ref()), Some(GOING_AWAY));
+        drop((client, api));
+        assert_eq!(task.await.ok(), Some(End::ClientTooBig));
+    }
+
+    /// One frame's bytes, as a server (unmasked) or a client (masked).
+    fn raw_frame(fin: bool, opcode: Opcode, payload: &[u8], mask: Option<[u8; 4]>) -> BytesMut {
+        let mut bytes = BytesMut::new();
+        frame::encode(&mut bytes, fin, opcode, payload, mask);
+        bytes
+    }
+
+    #[tokio::test]
+    async fn frames_split_across_reads_and_fragments_arrive_whole() {
+        let mut read_ahead = raw_frame(true, Opcode::Text, b"read ahead", None);
+        read_ahead.extend_from_slice(&raw_frame(false, Opcode::Text, b"hel", None)[..3]);
+        let (client_end, mut api_end, _, task) = start_raw(limits(8), 1024, read_ahead);
+        let mut client = client_peer(client_end).await;
+
+        // The rest of the first fragment, a ping between the fragments
+        // (answered, not relayed), then the last fragment byte by byte.
+        let mut rest = raw_frame(false, Opcode::Text, b"hel", None).split_off(3);
+        rest.extend_from_slice(&raw_frame(true, Opcode::Ping, b"p", None));
+        assert!(api_end.write_all(&rest).await.is_ok());
+        for byte in raw_frame(true, Opcode::Continuation, b"lo", None) {
+            assert!(api_end.write_all(&[byte]).await.is_ok());
+            tokio::task::yield_now().await;
+        }
+        // A binary message of a 64-bit length.
+        let big = vec![7_u8; 70_000];
+        assert!(
+            api_end
+                .write_all(&raw_frame(true, Opcode::Binary, &big, None))
+                .await
+                .is_ok()
+        );
+
+        assert_eq!(recv(&mut client).await, Some(text("read ahead")));
+        assert_eq!(recv(&mut client).await, Some(text("hello")));
+        assert_eq!(recv(&mut client).await, Some(Message::Binary(big.into())));
+        drop((client, api_end));
+        assert_eq!(task.await.ok(), Some(End::UpstreamLost));
+    }
+
+    #[tokio::test]
+    async fn frames_that_break_the_protocol_close_with_1002() {
+        // A masked frame from the API.
+        let (client_end, mut api_end, _, task) = start_raw(limits(8), 1024, BytesMut::new());
+        let mut client = client_peer(client_end).await;
+        let masked = raw_frame(true, Opcode::Text, b"x", Some([1, 2, 3, 4]));
+        assert!(api_end.write_all(&masked).await.is_ok());
+        assert_eq!(
+            close_code(recv(&mut client).await.as_ref()),
+            Some(INTERNAL_ERROR)
+        );
+        drop((client, api_end));
+        assert_eq!(task.await.ok(), Some(End::UpstreamBrokeProtocol));
+
+        // An unmasked frame from the client.
+        let (mut client_end, api_end, _, task) = start_raw(limits(8), 1024, BytesMut::new());
+        let mut api = WebSocketStream::from_raw_socket(api_end, Role::Server, None).await;
+        let unmasked = raw_frame(true, Opcode::Text, b"x", None);
+        assert!(client_end.write_all(&unmasked).await.is_ok());
+        assert_eq!(close_code(recv(&mut api).await.as_ref()), Some(GOING_AWAY));
+        let mut client = client_peer(client_end).await;
+        assert_eq!(
+            close_code(recv(&mut client).await.as_ref()),
+            Some(PROTOCOL_ERROR)
+        );
+        drop((client, api));
+        assert_eq!(task.await.ok(), Some(End::ClientBrokeProtocol));
     }
 
     #[test]
@@ -1042,28 +1369,26 @@ mod tests {
 
     #[test]
     fn control_messages_are_recognised() {
-        assert_eq!(classify(PING), Control::HeartbeatPing);
-        assert_eq!(classify(HEARTBEAT_PONG), Control::HeartbeatPong);
+        assert_eq!(classify(PING.as_bytes()), Control::HeartbeatPing);
+        assert_eq!(classify(HEARTBEAT_PONG.as_bytes()), Control::HeartbeatPong);
         assert_eq!(
-            classify(r#"{"type":"error","id":2001,"message":"x"}"#),
+            classify(br#"{"type":"error","id":2001,"message":"x"}"#),
             Control::AuthError
         );
         assert_eq!(
-            classify(r#"{"type":"error","id":"2001"}"#),
+            classify(br#"{"type":"error","id":"2001"}"#),
             Control::AuthError
         );
-        assert_eq!(classify(r#"{"type":"error","id":5000}"#), Control::Other);
+        assert_eq!(classify(br#"{"type":"error","id":5000}"#), Control::Other);
         assert_eq!(
-            classify(r#"{"message_type":"socket_ready"}"#),
+            classify(br#"{"message_type":"socket_ready"}"#),
             Control::Other
         );
         assert_eq!(
-            classify(
-                r#"{"event":"GIT_PUSH","data":"{\"type\":\"heartbeat\",\"heartbeat_msg\":\"ping\"}"}"#
-            ),
+            classify(br#"{"event":"GIT_PUSH","data":"{\"type\":\"heartbeat\",\"heartbeat_msg\":\"ping\"}"}"#),
             Control::Other,
             "a heartbeat inside an event's data is data"
         );
-        assert_eq!(classify("not json \"type\""), Control::Other);
+        assert_eq!(classify(b"not json \"type\""), Control::Other);
     }
 }

@@ -505,6 +505,44 @@ async fn callers_without_valid_credentials_are_refused_before_anything_opens() {
 }
 
 #[tokio::test]
+async fn a_request_that_is_no_websocket_upgrade_is_refused_before_the_api_is_called() {
+    let app = TestApp::spawn().await;
+    let (_browser, cookie) = app.logged_in_browser_and_cookie().await;
+    let get = |version: Option<&'static str>| {
+        let mut request = crate::support::service_client()
+            .get(app.at("/ws/events"))
+            .header("cookie", &cookie)
+            .header("origin", &app.url);
+        if let Some(version) = version {
+            request = request
+                .header("connection", "Upgrade")
+                .header("upgrade", "websocket")
+                .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+                .header("sec-websocket-version", version);
+        }
+        request.send()
+    };
+
+    for (version, why) in [
+        (None, "a plain GET"),
+        (Some("8"), "an old protocol version"),
+    ] {
+        let response = get(version).await.expect("GET /ws/events");
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{why}");
+        let body: Value = response.json().await.expect("a JSON error");
+        assert!(body["error"].is_string(), "{why}: {body}");
+    }
+    assert_eq!(app.relays().open(), 0);
+    assert!(
+        app.api
+            .requests()
+            .iter()
+            .all(|request| request.path != "/v2/events/event-socket"),
+        "the API's socket was not opened"
+    );
+}
+
+#[tokio::test]
 async fn a_proxy_token_opens_a_relay_without_a_cookie() {
     let app = TestApp::spawn().await;
     let browser = app.logged_in_browser().await;
