@@ -45,6 +45,7 @@ pub fn percent_encode(value: &str) -> String {
 /// unreserved characters are copied whole, without `fmt` machinery.
 fn encode_into(out: &mut String, value: &str) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    out.reserve(value.len());
     // Every byte of a multi-byte character is reserved, so a run of
     // unreserved bytes (never empty when sliced) starts and ends on
     // character boundaries.

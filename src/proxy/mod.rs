@@ -19,7 +19,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
-use tracing::instrument;
 
 use crate::AppState;
 use crate::auth::Caller;
@@ -131,9 +130,9 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 const UPSTREAM: &str = "api";
 
 /// `ANY /api/{*path}`: checks the target, signs, forwards, streams back.
-// No path in the span: API paths can hold secrets (`DELETE
-// /v2/self/tokens/{token}`); the request's own line names the route.
-#[instrument(skip_all, fields(method = %request.method()))]
+/// Its log lines belong to the request's span (`telemetry::track`), which
+/// names the method and route but never the path: API paths can hold
+/// secrets (`DELETE /v2/self/tokens/{token}`).
 async fn forward(
     State(state): State<AppState>,
     caller: Caller,
