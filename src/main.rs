@@ -37,8 +37,9 @@ async fn run_server() -> anyhow::Result<()> {
     let workers = config.worker_threads();
     let shutdown = CancellationToken::new();
     let app = build(config, shutdown.clone()).await?;
-    let listener =
-        std::net::TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
     tracing::info!(%addr, workers, "listening");
     tokio::spawn(async move {
         serve::signal().await;

@@ -2,11 +2,13 @@
 //!
 //! The binary serves on [`serve_on_workers`]: one thread per core, each
 //! with its own single-threaded event loop and its own connection pool to
-//! the API, all accepting from one listening socket. A proxied request, its
-//! upstream call and the answer then stay on one thread; with tokio's
-//! work-stealing runtime they hopped between threads, and the wake-ups that
-//! cost showed as about a quarter of the proxy's CPU time. The tests serve
-//! on [`serve`], in their own runtime.
+//! the API. A proxied request, its upstream call and the answer then stay on
+//! one thread; with tokio's work-stealing runtime they hopped between
+//! threads, and the wake-ups that cost showed as about a quarter of the
+//! proxy's CPU time. One acceptor deals new connections to the workers in
+//! turn: workers accepting for themselves took them in bursts, and a worker
+//! holding most of a client's connections left the other idle. The tests
+//! serve on [`serve`], in their own runtime.
 //!
 //! On the shutdown signal: `state.shutdown` is cancelled at once (relays
 //! close with 1001 and `/ready` answers 503), the listener closes, in-flight
@@ -38,29 +40,42 @@ pub async fn serve(listener: TcpListener, app: App) -> std::io::Result<()> {
     .await
 }
 
-/// Serves `app` on `workers` threads that all accept from `listener`, until
-/// `app.state.shutdown` is cancelled; returns once every worker has drained.
+/// Serves `app` on `workers` threads, each given in turn the connections
+/// `listener` accepts, until `app.state.shutdown` is cancelled; returns once
+/// every worker has drained.
 pub async fn serve_on_workers(
-    listener: std::net::TcpListener,
+    listener: TcpListener,
     app: App,
     workers: usize,
 ) -> std::io::Result<()> {
-    listener.set_nonblocking(true)?;
+    let local_addr = listener.local_addr()?;
     let mut finished = Vec::with_capacity(workers);
+    let mut dealt = Vec::with_capacity(workers);
     for index in 0..workers {
-        // Each worker registers its own handle of the socket with its own
-        // event loop; whichever is free first accepts a new connection.
-        let listener = listener.try_clone()?;
         let router = app.worker_router().map_err(std::io::Error::other)?;
         let state = app.state.clone();
+        let (deal, connections) = tokio::sync::mpsc::channel(DEALT_BACKLOG);
+        dealt.push(deal);
+        let connections = DealtConnections {
+            connections,
+            local_addr,
+        };
         let (done, finished_one) = tokio::sync::oneshot::channel();
         finished.push(finished_one);
         std::thread::Builder::new()
             .name(format!("worker-{index}"))
             .spawn(move || {
-                let _ = done.send(run_worker(listener, router, state));
+                let _ = done.send(run_worker(connections, router, state));
             })?;
     }
+    let shutdown = app.state.shutdown.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            () = deal_connections(listener, dealt) => {}
+            // Dropping the listener closes it: no new connections.
+            () = shutdown.cancelled() => {}
+        }
+    });
     let all_finished = async {
         for finished_one in finished {
             finished_one
@@ -70,6 +85,77 @@ pub async fn serve_on_workers(
         Ok(())
     };
     announced(&app.state, all_finished).await
+}
+
+/// Connections accepted but not yet taken by their worker, per worker.
+const DEALT_BACKLOG: usize = 1024;
+
+/// Accepts connections and hands them to the workers in turn.
+async fn deal_connections(
+    listener: TcpListener,
+    workers: Vec<tokio::sync::mpsc::Sender<std::net::TcpStream>>,
+) {
+    for worker in workers.iter().cycle() {
+        let stream = loop {
+            match listener.accept().await {
+                Ok((stream, _)) => break stream,
+                Err(error) => accept_failed(&error).await,
+            }
+        };
+        // The worker's own event loop takes the socket over.
+        let Ok(stream) = stream.into_std() else {
+            continue;
+        };
+        if worker.send(stream).await.is_err() {
+            // That worker has stopped: the server is shutting down.
+            return;
+        }
+    }
+}
+
+/// Waits out a failed accept: a connection reset before it was accepted is
+/// the client's business, anything else (out of file descriptors) may last,
+/// so it is logged and retried after a pause.
+async fn accept_failed(error: &std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(
+        error.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(%error, "cannot accept connections; retrying in a second");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+/// A worker's share of the connections, as a listener for `axum::serve`.
+struct DealtConnections {
+    connections: tokio::sync::mpsc::Receiver<std::net::TcpStream>,
+    local_addr: SocketAddr,
+}
+
+impl axum::serve::Listener for DealtConnections {
+    type Io = tokio::net::TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Some(stream) = self.connections.recv().await else {
+                // No more connections: shutdown stops the serving loop.
+                return std::future::pending().await;
+            };
+            let registered = tokio::net::TcpStream::from_std(stream)
+                .and_then(|stream| Ok((stream.peer_addr()?, stream)));
+            match registered {
+                Ok((peer, stream)) => return (stream, peer),
+                Err(error) => tracing::debug!(%error, "dropped a dealt connection"),
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        Ok(self.local_addr)
+    }
 }
 
 /// Runs `server` to its end, logging once when shutdown begins and once
@@ -94,25 +180,21 @@ async fn announced(
 
 /// One worker thread's life: its event loop, serving until shutdown.
 fn run_worker(
-    listener: std::net::TcpListener,
+    connections: DealtConnections,
     router: axum::Router,
     state: AppState,
 ) -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async move {
-        let listener = TcpListener::from_std(listener)?;
-        serve_router(listener, router, state).await
-    })
+    runtime.block_on(serve_router(connections, router, state))
 }
 
 /// Serves `router` on `listener`, then drains once shutdown begins.
-async fn serve_router(
-    listener: TcpListener,
-    router: axum::Router,
-    state: AppState,
-) -> std::io::Result<()> {
+async fn serve_router<L>(listener: L, router: axum::Router, state: AppState) -> std::io::Result<()>
+where
+    L: axum::serve::Listener<Io = tokio::net::TcpStream, Addr = SocketAddr>,
+{
     let shutdown = state.shutdown.clone();
     let grace = Duration::from_secs(state.config.shutdown_grace_secs);
     // Without TCP_NODELAY, a streamed answer's head and body go out as two
