@@ -210,14 +210,15 @@ impl Freshness {
 
 /// The outcome of signing: what goes in the `Authorization` header.
 #[derive(Clone)]
-pub struct Signed {
-    /// The `oauth_*` protocol parameters, signature included, not encoded.
-    pub oauth_params: Vec<(&'static str, String)>,
+pub struct Signed<'a> {
+    /// The `oauth_*` protocol parameters, signature included, not encoded;
+    /// borrowed from the request and the freshness where they can be.
+    pub oauth_params: Vec<(&'static str, Cow<'a, str>)>,
     /// The signature base string (empty for PLAINTEXT, which signs none).
     pub base_string: String,
 }
 
-impl Signed {
+impl Signed<'_> {
     /// `OAuth k="v", …` with every value percent-encoded and quoted, as the
     /// Clever Cloud API requires.
     pub fn authorization_header(&self) -> String {
@@ -240,12 +241,12 @@ impl Signed {
         self.oauth_params
             .iter()
             .find(|(name, _)| *name == "oauth_signature")
-            .map(|(_, value)| value.as_str())
+            .map(|(_, value)| value.as_ref())
             .unwrap_or_default()
     }
 }
 
-impl fmt::Debug for Signed {
+impl fmt::Debug for Signed<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The PLAINTEXT signature is the secrets themselves.
         f.debug_struct("Signed").finish_non_exhaustive()
@@ -280,25 +281,30 @@ impl Signer {
 
     /// Signs `request` with the given nonce and timestamp, keeping the base
     /// string it signed in [`Signed::base_string`].
-    pub fn sign(&self, request: &Request<'_>, freshness: &Freshness) -> Signed {
+    pub fn sign<'a>(&self, request: &Request<'a>, freshness: &'a Freshness) -> Signed<'a> {
         self.sign_recording(request, freshness, true)
     }
 
-    fn sign_recording(&self, request: &Request<'_>, freshness: &Freshness, record: bool) -> Signed {
-        let mut oauth_params: Vec<(&'static str, String)> = Vec::with_capacity(9);
-        oauth_params.push(("oauth_consumer_key", request.consumer.key.clone()));
+    fn sign_recording<'a>(
+        &self,
+        request: &Request<'a>,
+        freshness: &'a Freshness,
+        record: bool,
+    ) -> Signed<'a> {
+        let mut oauth_params: Vec<(&'static str, Cow<'a, str>)> = Vec::with_capacity(9);
+        oauth_params.push(("oauth_consumer_key", request.consumer.key.as_str().into()));
         if let Some(token) = request.token {
-            oauth_params.push(("oauth_token", token.key.clone()));
+            oauth_params.push(("oauth_token", token.key.as_str().into()));
         }
-        oauth_params.push(("oauth_signature_method", self.method.as_str().to_owned()));
-        oauth_params.push(("oauth_timestamp", freshness.timestamp.to_string()));
-        oauth_params.push(("oauth_nonce", freshness.nonce.clone()));
-        oauth_params.push(("oauth_version", "1.0".to_owned()));
+        oauth_params.push(("oauth_signature_method", self.method.as_str().into()));
+        oauth_params.push(("oauth_timestamp", freshness.timestamp.to_string().into()));
+        oauth_params.push(("oauth_nonce", freshness.nonce.as_str().into()));
+        oauth_params.push(("oauth_version", "1.0".into()));
         if let Some(callback) = request.callback {
-            oauth_params.push(("oauth_callback", callback.to_owned()));
+            oauth_params.push(("oauth_callback", callback.into()));
         }
         if let Some(verifier) = request.verifier {
-            oauth_params.push(("oauth_verifier", verifier.expose().to_owned()));
+            oauth_params.push(("oauth_verifier", verifier.expose().into()));
         }
 
         let consumer_secret = request.consumer.secret.expose();
@@ -326,7 +332,7 @@ impl Signer {
             };
             (signature, base_string)
         };
-        oauth_params.push(("oauth_signature", signature));
+        oauth_params.push(("oauth_signature", signature.into()));
         Signed {
             oauth_params,
             base_string,
@@ -344,7 +350,7 @@ struct BaseString<'a> {
 }
 
 impl<'a> BaseString<'a> {
-    fn new(request: &Request<'a>, oauth_params: &'a [(&'static str, String)]) -> Self {
+    fn new(request: &Request<'a>, oauth_params: &'a [(&'static str, Cow<'_, str>)]) -> Self {
         let mut parameters: Vec<(Cow<'a, str>, Cow<'a, str>)> = request
             .url
             .query_pairs()
@@ -485,21 +491,28 @@ thread_local! {
 }
 
 /// The HMAC states of the signing keys used last on this thread, newest
-/// last.
-struct PreparedKeys(VecDeque<(String, Hmac<Sha512>)>);
+/// last, with the consumer and token secrets each was made of.
+struct PreparedKeys(VecDeque<((String, String), Hmac<Sha512>)>);
 
 impl PreparedKeys {
-    /// A fresh HMAC for `key`, prepared once per key.
-    fn get(&mut self, key: String) -> Hmac<Sha512> {
-        if let Some(index) = self.0.iter().position(|(known, _)| *known == key) {
-            return self.0[index].1.clone();
+    /// A fresh HMAC keyed with the consumer and token secrets, prepared once
+    /// per pair.
+    fn get(&mut self, (consumer_secret, token_secret): (&str, &str)) -> Hmac<Sha512> {
+        let known = self
+            .0
+            .iter()
+            .find(|((consumer, token), _)| consumer == consumer_secret && token == token_secret);
+        if let Some((_, mac)) = known {
+            return mac.clone();
         }
+        let key = signing_key(consumer_secret, Some(token_secret));
         let mac = Hmac::<Sha512>::new_from_slice(key.as_bytes())
             .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
         if self.0.len() == PREPARED_KEY_CAPACITY {
             self.0.pop_front();
         }
-        self.0.push_back((key, mac.clone()));
+        let secrets = (consumer_secret.to_owned(), token_secret.to_owned());
+        self.0.push_back((secrets, mac.clone()));
         mac
     }
 }
@@ -525,8 +538,8 @@ impl CrateSignatureMethod for HmacSha512 {
     type Sign = HmacSha512Sign;
 
     fn sign_with(self, client_secret: &str, token_secret: Option<&str>) -> HmacSha512Sign {
-        let key = signing_key(client_secret, token_secret);
-        HmacSha512Sign(PREPARED_KEYS.with(|prepared| prepared.borrow_mut().get(key)))
+        let secrets = (client_secret, token_secret.unwrap_or_default());
+        HmacSha512Sign(PREPARED_KEYS.with(|prepared| prepared.borrow_mut().get(secrets)))
     }
 }
 
@@ -734,13 +747,15 @@ mod tests {
     #[test]
     fn prepared_keys_sign_as_fresh_ones_past_the_capacity() {
         let mut prepared = PreparedKeys(VecDeque::new());
-        let keys: Vec<String> = (0..PREPARED_KEY_CAPACITY + 4)
-            .map(|n| format!("consumer&token-{n}"))
+        let tokens: Vec<String> = (0..PREPARED_KEY_CAPACITY + 4)
+            .map(|n| format!("token&{n}"))
             .collect();
         // Twice round, so some keys are found and some were evicted.
-        for key in keys.iter().chain(&keys).chain(keys.iter().rev()) {
-            let mut mac = prepared.get(key.clone());
+        for token in tokens.iter().chain(&tokens).chain(tokens.iter().rev()) {
+            let mut mac = prepared.get(("consumer", token));
             mac.update(b"base string");
+            // Both secrets are encoded, then joined (RFC 5849 §3.4.2).
+            let key = format!("consumer&token%26{}", &token["token&".len()..]);
             let mut fresh =
                 Hmac::<Sha512>::new_from_slice(key.as_bytes()).unwrap_or_else(|_| unreachable!());
             fresh.update(b"base string");
@@ -749,6 +764,12 @@ mod tests {
                 fresh.finalize().into_bytes(),
                 "{key}"
             );
+            // Another consumer with the same token secret is another key.
+            let mut other = prepared.get(("other", token));
+            other.update(b"base string");
+            let mut again = prepared.get(("consumer", token));
+            again.update(b"base string");
+            assert_ne!(other.finalize().into_bytes(), again.finalize().into_bytes());
         }
         assert_eq!(prepared.0.len(), PREPARED_KEY_CAPACITY);
     }
@@ -813,7 +834,8 @@ mod tests {
         let url = Url::parse("https://api.example.com/v2/self").expect("static URL");
         let consumer = Credentials::new("key", "consumer-secret");
         let request = plain_get(&url, &consumer);
-        let signed = Signer::new(SignatureMethod::Plaintext).sign(&request, &Freshness::now());
+        let freshness = Freshness::now();
+        let signed = Signer::new(SignatureMethod::Plaintext).sign(&request, &freshness);
         assert!(!format!("{signed:?} {request:?}").contains("consumer-secret"));
     }
 }
