@@ -216,11 +216,12 @@ impl ProxyTokens {
         if !presented.starts_with(TOKEN_PREFIX) {
             return Ok(None);
         }
-        let presented_verifier = verifier(presented);
+        let recent_key = RecentKey::of(presented);
         let checked_at = Instant::now();
-        if let Some(recent) = self.recent.get(&presented_verifier, checked_at) {
+        if let Some(recent) = self.recent.get(&recent_key, checked_at) {
             return Ok(Some(recent));
         }
+        let presented_verifier = verifier(presented);
         let generation = self.recent.generation();
         let id = token_record_id(presented);
         let Some((mut record, expiry_date)) = self.load_token_with_expiry(id).await? else {
@@ -246,7 +247,7 @@ impl ProxyTokens {
                 .await?;
         }
         self.recent.remember(
-            presented_verifier,
+            recent_key,
             generation,
             Recent {
                 checked_at,
@@ -325,14 +326,42 @@ fn index_entries(record: &mut Record) -> Result<Vec<IndexEntry>, TokenError> {
     }
 }
 
-/// Tokens this instance authenticated lately, by verification hash (never
+/// Tokens this instance authenticated lately, by a hash of the token (never
 /// by the token itself).
 #[derive(Debug, Default)]
 struct RecentTokens(std::sync::Mutex<RecentInner>);
 
+/// The key of a token in [`RecentTokens`]: the SHA-256 of the token alone,
+/// one block to hash (the stored verifier's domain prefix makes it two),
+/// kept in this process only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct RecentKey([u8; 32]);
+
+impl RecentKey {
+    fn of(token: &str) -> Self {
+        Self(sha256(&[token.as_bytes()]))
+    }
+}
+
+/// Hashes a [`RecentKey`] by its first bytes: it is already a SHA-256.
+#[derive(Clone, Copy, Debug, Default)]
+struct PrehashedKey(u64);
+
+impl std::hash::Hasher for PrehashedKey {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for (index, byte) in bytes.iter().take(8).enumerate() {
+            self.0 ^= u64::from(*byte) << (8 * index);
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct RecentInner {
-    entries: HashMap<String, Recent>,
+    entries: HashMap<RecentKey, Recent, std::hash::BuildHasherDefault<PrehashedKey>>,
     /// Bumped by every revocation, so a look-up that raced with one is not
     /// remembered after it.
     generation: u64,
@@ -360,9 +389,9 @@ impl RecentTokens {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn get(&self, verifier: &str, now: Instant) -> Option<(TokenInfo, AccessGrant)> {
+    fn get(&self, key: &RecentKey, now: Instant) -> Option<(TokenInfo, AccessGrant)> {
         let inner = self.lock();
-        let recent = inner.entries.get(verifier)?;
+        let recent = inner.entries.get(key)?;
         recent
             .is_fresh(now)
             .then(|| (recent.info.clone(), recent.grant.clone()))
@@ -374,7 +403,7 @@ impl RecentTokens {
 
     /// Remembers a token checked against the store, unless a revocation
     /// happened since `generation` was read.
-    fn remember(&self, verifier: String, generation: u64, recent: Recent) {
+    fn remember(&self, key: RecentKey, generation: u64, recent: Recent) {
         let mut inner = self.lock();
         if inner.generation != generation {
             return;
@@ -386,7 +415,7 @@ impl RecentTokens {
                 inner.entries.clear();
             }
         }
-        inner.entries.insert(verifier, recent);
+        inner.entries.insert(key, recent);
     }
 
     /// Forgets the token whose public id is `id`.

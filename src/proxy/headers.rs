@@ -24,15 +24,14 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 /// the proxy sets its own), no `Host` (the HTTP client sets the API's), no
 /// `Expect` (this server already answered it).
 pub fn for_api(headers: &mut HeaderMap) {
-    strip_hop_by_hop(headers);
-    for name in [
+    const OURS: [HeaderName; 4] = [
         header::COOKIE,
         header::AUTHORIZATION,
         header::HOST,
         header::EXPECT,
-    ] {
-        headers.remove(name);
-    }
+    ];
+    strip_hop_by_hop(headers);
+    remove_present(headers, |name| OURS.contains(name));
 }
 
 /// The API's CORS answers, which would otherwise speak for this server's
@@ -52,8 +51,21 @@ const CORS: [HeaderName; 6] = [
 /// this server's answers is this server's policy (none), not the API's.
 pub fn for_client(headers: &mut HeaderMap) {
     strip_hop_by_hop(headers);
-    headers.remove(header::SET_COOKIE);
-    for name in &CORS {
+    remove_present(headers, |name| {
+        name == header::SET_COOKIE || CORS.contains(name)
+    });
+}
+
+/// Removes every header whose name `unwanted` picks. A message has a few
+/// headers and the lists many names: looking at the headers present costs
+/// less than looking each name up.
+fn remove_present(headers: &mut HeaderMap, unwanted: impl Fn(&HeaderName) -> bool) {
+    let present: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| unwanted(name))
+        .cloned()
+        .collect();
+    for name in present {
         headers.remove(name);
     }
 }
@@ -72,9 +84,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
-    }
+    remove_present(headers, |name| HOP_BY_HOP.contains(name));
 }
 
 #[cfg(test)]
