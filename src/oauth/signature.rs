@@ -20,7 +20,6 @@ use hmac::{Hmac, Mac};
 use oauth1_request::signature_method::{HmacSha1, Sign, SignatureMethod as CrateSignatureMethod};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, PercentEncode, utf8_percent_encode};
 use rand::Rng as _;
-use rand::distributions::Alphanumeric;
 use sha2::Sha512;
 use url::Url;
 
@@ -89,6 +88,18 @@ const UNRESERVED: [bool; 256] = {
     }
     table
 };
+
+/// `value` percent-encoded once more, written into `scratch` unless that
+/// changes nothing: an encoded name or value holds only unreserved
+/// characters and `%`, and most (keys, nonces, timestamps) hold no `%`.
+fn encoded_again<'a>(value: &'a str, scratch: &'a mut String) -> &'a str {
+    if value.bytes().all(is_unreserved) {
+        return value;
+    }
+    scratch.clear();
+    encode_into(scratch, value);
+    scratch
+}
 
 /// Percent-encodes `value`, borrowing it when nothing needs encoding.
 fn encoded_cow(value: Cow<'_, str>) -> Cow<'_, str> {
@@ -193,13 +204,12 @@ pub struct Freshness {
 }
 
 impl Freshness {
-    /// A random 32-character nonce and the current time.
+    /// A random 32-character nonce (192 bits, URL-safe base64, whose
+    /// characters need no encoding) and the current time.
     pub fn now() -> Self {
-        let nonce = rand::thread_rng()
-            .sample_iter(&Alphanumeric)
-            .take(32)
-            .map(char::from)
-            .collect();
+        let mut random = [0_u8; 24];
+        rand::thread_rng().fill(&mut random);
+        let nonce = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random);
         let timestamp = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|elapsed| elapsed.as_secs())
@@ -383,20 +393,16 @@ impl<'a> BaseString<'a> {
     /// Feeds the base string to `sign`: `METHOD&uri&name%3Dvalue%26…`, each
     /// part encoded a second time on the way, without allocating.
     fn feed<S: Sign>(&self, sign: &mut S) {
-        let mut name_twice = String::with_capacity(64);
+        let mut name_twice = String::new();
         let mut value_twice = String::with_capacity(256);
         sign.request_method(&self.method);
-        encode_into(&mut value_twice, &self.base_uri);
-        sign.uri(value_twice.as_str());
+        sign.uri(encoded_again(&self.base_uri, &mut value_twice));
         for (index, (name, value)) in self.parameters.iter().enumerate() {
             if index > 0 {
                 sign.delimiter();
             }
-            name_twice.clear();
-            value_twice.clear();
-            encode_into(&mut name_twice, name);
-            encode_into(&mut value_twice, value);
-            sign.parameter(&name_twice, value_twice.as_str());
+            let name = encoded_again(name, &mut name_twice);
+            sign.parameter(name, encoded_again(value, &mut value_twice));
         }
     }
 
