@@ -168,10 +168,7 @@ pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Resul
             security_headers,
             web::security::apply,
         ))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            telemetry::track,
-        ));
+        .layer(telemetry::Track::new(state.clone()));
     Ok(App {
         routes: router,
         state,

@@ -1,12 +1,15 @@
 //! Log output through `tracing`, and what every request leaves behind: a
 //! request id, a span around its work, one log line, its metrics.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
-use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue};
-use axum::middleware::Next;
 use axum::response::Response;
 use rand::RngCore as _;
 use tracing::Instrument as _;
@@ -68,51 +71,146 @@ fn new_request_id() -> String {
 ///
 /// Only the route template is logged, never the path or query: callback
 /// URLs carry request tokens and verifiers.
-pub async fn track(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let id = request_id(request.headers().get(&REQUEST_ID));
-    // A checked id is header-safe; the fallback is never used.
-    let id_header =
-        HeaderValue::from_str(&id.0).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
-    let route = request.extensions().get::<MatchedPath>().cloned();
-    let route = route.as_ref().map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
-    let method = request.method().clone();
-    let client = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(peer)| state.trusted_proxies.client(*peer, request.headers()));
-    if let Some(client) = client {
-        request.extensions_mut().insert(client);
+///
+/// A tower layer rather than `axum::middleware::from_fn`, which boxes the
+/// rest of the stack and the future on every request: this runs on every
+/// proxied call.
+#[derive(Clone)]
+pub struct Track {
+    state: AppState,
+}
+
+impl Track {
+    /// Tracking with `state`'s metrics and trusted proxies.
+    pub fn new(state: AppState) -> Self {
+        Self { state }
     }
-    // Fields are only formatted when the span is enabled.
-    let client = OrUnknown(client);
-    let quiet = QUIET_ROUTES.contains(&route);
-    let span = if quiet {
-        tracing::debug_span!("request", request_id = %id.0, method = %method, route = %route, client = %client)
-    } else {
-        tracing::info_span!("request", request_id = %id.0, method = %method, route = %route, client = %client)
-    };
-    request.extensions_mut().insert(id);
+}
 
-    let mut response = next.run(request).instrument(span.clone()).await;
+impl<S> tower::Layer<S> for Track {
+    type Service = Tracked<S>;
 
-    let latency = started.elapsed();
-    let status = response.status().as_u16();
-    let latency_ms = latency.as_secs_f64() * 1000.0;
-    span.in_scope(|| {
-        if quiet {
-            tracing::debug!(status, latency_ms, "request");
-        } else if response.status().is_server_error() {
-            tracing::warn!(status, latency_ms, "request");
-        } else {
-            tracing::info!(status, latency_ms, "request");
+    fn layer(&self, inner: S) -> Tracked<S> {
+        Tracked {
+            inner,
+            state: self.state.clone(),
         }
-    });
-    state
-        .metrics
-        .record_request(method.as_str(), route, status, latency);
-    response.headers_mut().insert(REQUEST_ID.clone(), id_header);
-    response
+    }
+}
+
+/// A service wrapped by [`Track`].
+#[derive(Clone)]
+pub struct Tracked<S> {
+    inner: S,
+    state: AppState,
+}
+
+impl<S> tower::Service<Request> for Tracked<S>
+where
+    S: tower::Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = TrackedFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        let started = Instant::now();
+        let id = request_id(request.headers().get(&REQUEST_ID));
+        // A checked id is header-safe; the fallback is never used.
+        let id_header =
+            HeaderValue::from_str(&id.0).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+        let route = request.extensions().get::<MatchedPath>().cloned();
+        let route_name = route.as_ref().map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
+        let method = request.method().clone();
+        let client = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(peer)| self.state.trusted_proxies.client(*peer, request.headers()));
+        if let Some(client) = client {
+            request.extensions_mut().insert(client);
+        }
+        // Fields are only formatted when the span is enabled.
+        let client = OrUnknown(client);
+        let quiet = QUIET_ROUTES.contains(&route_name);
+        let span = if quiet {
+            tracing::debug_span!("request", request_id = %id.0, method = %method, route = %route_name, client = %client)
+        } else {
+            tracing::info_span!("request", request_id = %id.0, method = %method, route = %route_name, client = %client)
+        };
+        request.extensions_mut().insert(id);
+        let inner = span.in_scope(|| self.inner.call(request));
+        TrackedFuture {
+            inner: inner.instrument(span),
+            done: Some(Done {
+                started,
+                id_header,
+                route,
+                method,
+                quiet,
+                metrics: Arc::clone(&self.state.metrics),
+            }),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of a [`Tracked`] call: the inner call, then the log line,
+    /// the metrics and the `X-Request-Id` header.
+    pub struct TrackedFuture<F> {
+        #[pin]
+        inner: tracing::instrument::Instrumented<F>,
+        done: Option<Done>,
+    }
+}
+
+/// What the end of a tracked request needs.
+struct Done {
+    started: Instant,
+    id_header: HeaderValue,
+    route: Option<MatchedPath>,
+    method: axum::http::Method,
+    quiet: bool,
+    metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl<F, E> Future for TrackedFuture<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let mut response = std::task::ready!(this.inner.as_mut().poll(cx))?;
+        if let Some(done) = this.done.take() {
+            let latency = done.started.elapsed();
+            let status = response.status().as_u16();
+            let latency_ms = latency.as_secs_f64() * 1000.0;
+            this.inner.span().in_scope(|| {
+                if done.quiet {
+                    tracing::debug!(status, latency_ms, "request");
+                } else if response.status().is_server_error() {
+                    tracing::warn!(status, latency_ms, "request");
+                } else {
+                    tracing::info!(status, latency_ms, "request");
+                }
+            });
+            let route = done
+                .route
+                .as_ref()
+                .map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
+            done.metrics
+                .record_request(done.method.as_str(), route, status, latency);
+            response
+                .headers_mut()
+                .insert(REQUEST_ID.clone(), done.id_header);
+        }
+        Poll::Ready(Ok(response))
+    }
 }
 
 /// The client's address, or `unknown` when the connection did not say.
