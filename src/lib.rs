@@ -135,7 +135,7 @@ pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let metrics = Arc::new(metrics::Metrics::new());
     let oauth = oauth.with_metrics(Arc::clone(&metrics));
     let trusted_proxies = forwarded::TrustedProxies::from_config_and_env(&config.trusted_proxies)?;
-    let security_headers = Arc::new(web::security::SecurityHeaders::new(&config));
+    let security_headers = web::security::SecurityHeaders::new(&config);
     let api_client = proxy::client(&config).context("building the proxy's HTTP client")?;
     let store = session::store(&config)
         .await
@@ -164,10 +164,7 @@ pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Resul
                 .layer(middleware::from_fn(session::answer_store_failures))
                 .layer(session_layer),
         ))
-        .layer(middleware::map_response_with_state(
-            security_headers,
-            web::security::apply,
-        ))
+        .layer(web::security::layer(security_headers))
         .layer(telemetry::Track::new(state.clone()));
     Ok(App {
         routes: router,

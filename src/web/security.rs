@@ -7,7 +7,6 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::Response;
 
@@ -63,10 +62,7 @@ pub fn content_security_policy(config: &Config) -> String {
 /// Adds the headers to `response`: the policy and `no-store` on HTML pages
 /// (every page may show a secret or a CSRF token), `nosniff` and the
 /// referrer policy everywhere. Headers a handler set itself are kept.
-pub async fn apply(
-    State(headers): State<Arc<SecurityHeaders>>,
-    mut response: Response,
-) -> Response {
+pub fn apply(headers: &SecurityHeaders, mut response: Response) -> Response {
     let target = response.headers_mut();
     if is_html(target) {
         set_default(
@@ -93,6 +89,16 @@ pub async fn apply(
         HeaderValue::from_static("same-origin"),
     );
     response
+}
+
+/// [`apply`] as a layer over every route. tower's own response mapping,
+/// not axum's `map_response`, which boxes the rest of the stack and the
+/// future on every request.
+pub fn layer(
+    headers: SecurityHeaders,
+) -> tower::util::MapResponseLayer<impl FnMut(Response) -> Response + Clone> {
+    let headers = Arc::new(headers);
+    tower::util::MapResponseLayer::new(move |response| apply(&headers, response))
 }
 
 fn is_html(headers: &HeaderMap) -> bool {
