@@ -640,16 +640,16 @@ where
                 break;
             }
             self.paused = false;
-            match self.upstream.poll_fill(cx) {
-                Poll::Ready(Ok(0)) => return Poll::Ready(Some(End::UpstreamLost)),
-                Poll::Ready(Ok(read)) => {
-                    self.read_since_release += read;
-                    moved = true;
-                }
-                Poll::Ready(Err(error)) => {
-                    return Poll::Ready(Some(lost("API", &error, End::UpstreamLost)));
-                }
-                Poll::Pending => break,
+            let filled = fill(
+                &mut self.upstream,
+                cx,
+                &mut self.read_since_release,
+                ("API", End::UpstreamLost),
+            );
+            match filled {
+                Ok(true) => moved = true,
+                Ok(false) => break,
+                Err(end) => return Poll::Ready(Some(end)),
             }
         }
         if moved {
@@ -671,16 +671,16 @@ where
             if !self.upstream.outbox.has_room(&self.limits) {
                 break;
             }
-            match self.client.poll_fill(cx) {
-                Poll::Ready(Ok(0)) => return Poll::Ready(Some(End::ClientLost)),
-                Poll::Ready(Ok(read)) => {
-                    self.read_since_release += read;
-                    moved = true;
-                }
-                Poll::Ready(Err(error)) => {
-                    return Poll::Ready(Some(lost("client", &error, End::ClientLost)));
-                }
-                Poll::Pending => break,
+            let filled = fill(
+                &mut self.client,
+                cx,
+                &mut self.read_since_release,
+                ("client", End::ClientLost),
+            );
+            match filled {
+                Ok(true) => moved = true,
+                Ok(false) => break,
+                Err(end) => return Poll::Ready(Some(end)),
             }
         }
         if moved {
@@ -840,6 +840,27 @@ where
         self.client.release_empty_buffers();
         self.upstream.release_empty_buffers();
         self.read_since_release = 0;
+    }
+}
+
+/// Reads more from `side`: `Ok(true)` when bytes came (added to
+/// `read_since_release`), `Ok(false)` when none are there yet, and the
+/// relay's end when the socket ended or failed (`name` and `end` say which
+/// side it was).
+fn fill<S: AsyncRead + AsyncWrite + Unpin>(
+    side: &mut Side<S>,
+    cx: &mut Context<'_>,
+    read_since_release: &mut usize,
+    (name, end): (&str, End),
+) -> Result<bool, End> {
+    match side.poll_fill(cx) {
+        Poll::Ready(Ok(0)) => Err(end),
+        Poll::Ready(Ok(read)) => {
+            *read_since_release += read;
+            Ok(true)
+        }
+        Poll::Ready(Err(error)) => Err(lost(name, &error, end)),
+        Poll::Pending => Ok(false),
     }
 }
 

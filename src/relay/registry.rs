@@ -24,11 +24,7 @@ impl CallerKey {
                     .chain_update(b"ocs/relay/session/")
                     .chain_update(caller.grant.token.as_bytes())
                     .finalize();
-                let hex: String = digest[..16]
-                    .iter()
-                    .map(|byte| format!("{byte:02x}"))
-                    .collect();
-                Self(format!("session/{hex}"))
+                Self(format!("session/{}", crate::hex::encode(&digest[..16])))
             }
         }
     }
