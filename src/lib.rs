@@ -4,6 +4,7 @@
 //! server-side sessions. [`app`] builds the whole HTTP application, so the
 //! binary and the tests run the same thing.
 
+pub mod api_stream;
 pub mod auth;
 pub mod config;
 pub mod error;

@@ -27,13 +27,11 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 use tokio_rustls::TlsConnector;
-use tokio_rustls::client::TlsStream;
 use url::{Position, Url};
 
+use crate::api_stream::{self, ApiStream, ConnectError};
 use crate::metrics::UpstreamOutcome;
 
 /// Most idle connections kept for reuse.
@@ -158,7 +156,7 @@ impl ApiClient {
                 host_header,
                 tls_name,
             },
-            tls: tls_connector(),
+            tls: api_stream::tls_connector(),
             connect_timeout,
             idle_timeout,
             idle: Mutex::new(Vec::new()),
@@ -259,27 +257,16 @@ impl ApiClient {
 
     async fn connect(&self) -> Result<Connection, UpstreamError> {
         let pool = &self.0;
-        let connecting = async {
-            let origin = &pool.origin;
-            let tcp = TcpStream::connect((origin.host.as_str(), origin.port))
-                .await
-                .map_err(UpstreamError::Connect)?;
-            // The head and a small body go out in one write; without this,
-            // Nagle would hold a second small write for the API's ACK.
-            tcp.set_nodelay(true).map_err(UpstreamError::Connect)?;
-            match &origin.tls_name {
-                None => Ok(ApiStream::Plain(tcp)),
-                Some(name) => pool
-                    .tls
-                    .connect(name.clone(), tcp)
-                    .await
-                    .map(|tls| ApiStream::Tls(Box::new(tls)))
-                    .map_err(UpstreamError::Tls),
-            }
-        };
+        let origin = &pool.origin;
+        let tls = origin.tls_name.clone().map(|name| (&pool.tls, name));
+        let connecting = api_stream::connect(&origin.host, origin.port, tls);
         let stream = tokio::time::timeout(pool.connect_timeout, connecting)
             .await
-            .map_err(|_| UpstreamError::ConnectTimeout)??;
+            .map_err(|_| UpstreamError::ConnectTimeout)?
+            .map_err(|error| match error {
+                ConnectError::Tcp(error) => UpstreamError::Connect(error),
+                ConnectError::Tls(error) => UpstreamError::Tls(error),
+            })?;
         let (sender, driver) = http1::handshake(TokioIo::new(stream))
             .await
             .map_err(UpstreamError::Http)?;
@@ -302,25 +289,6 @@ fn drive(
         // Ended (closed, or failed: the pending answer reports the error).
         *done = true;
     }
-}
-
-/// TLS as the rest of the server does it: rustls with ring, the Mozilla
-/// roots (as reqwest's `rustls-tls`), HTTP/1.1 only.
-fn tls_connector() -> TlsConnector {
-    let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map(|builder| builder.with_root_certificates(roots).with_no_client_auth());
-    let mut config = match config {
-        Ok(config) => config,
-        // ring supports the default versions; this is not reached.
-        Err(_) => rustls::ClientConfig::builder()
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth(),
-    };
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    TlsConnector::from(Arc::new(config))
 }
 
 /// The body of an answer from the API. Polling it drives the connection;
@@ -429,70 +397,6 @@ impl http_body::Body for ApiBody {
 
     fn size_hint(&self) -> SizeHint {
         self.incoming.size_hint()
-    }
-}
-
-/// A connection to the API, plain or TLS.
-enum ApiStream {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
-}
-
-impl AsyncRead for ApiStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
-            Self::Tls(stream) => Pin::new(stream.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for ApiStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
-            Self::Tls(stream) => Pin::new(stream.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Plain(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
-            Self::Tls(stream) => Pin::new(stream.as_mut()).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Self::Plain(stream) => stream.is_write_vectored(),
-            Self::Tls(stream) => stream.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(stream) => Pin::new(stream).poll_flush(cx),
-            Self::Tls(stream) => Pin::new(stream.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
-            Self::Tls(stream) => Pin::new(stream.as_mut()).poll_shutdown(cx),
-        }
     }
 }
 

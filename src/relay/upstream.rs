@@ -6,22 +6,20 @@
 //! handshake response.
 
 use std::io;
-use std::sync::{Arc, OnceLock};
 
 use axum::http::StatusCode;
 use bytes::{Buf as _, BytesMut};
 use rustls::pki_types::ServerName;
 use serde_json::json;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
-use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
-use tokio_tungstenite::MaybeTlsStream;
 use tokio_tungstenite::tungstenite::handshake::client::generate_key;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use url::{Host, Position, Url};
 
 use super::RelayError;
 use super::frame::{self, Opcode};
+use crate::api_stream::{self, ApiStream};
 use crate::config::Config;
 use crate::metrics::UpstreamOutcome;
 use crate::oauth::signature::Request;
@@ -31,7 +29,7 @@ use crate::oauth::{Credentials, Signer};
 #[derive(Debug)]
 pub struct UpstreamSocket {
     /// The connection, over TLS for a `wss://` socket.
-    pub stream: MaybeTlsStream<TcpStream>,
+    pub stream: ApiStream,
     /// What the API sent past its handshake response, read along with it.
     pub read_ahead: BytesMut,
 }
@@ -163,8 +161,7 @@ pub async fn connect(
         token,
     );
     let handshake = async {
-        let tls = tls_connector().map_err(RelayError::Unreachable)?;
-        let mut stream = open_stream(&url, &tls)
+        let mut stream = open_stream(&url, &api_stream::tls_connector())
             .await
             .map_err(RelayError::Unreachable)?;
         let read_ahead = upgrade(&mut stream, &url).await?;
@@ -188,8 +185,8 @@ pub async fn connect(
         .unwrap_or(Err(RelayError::Timeout))
 }
 
-/// A TCP connection to the socket's host, over TLS with `tls` for `wss://`.
-async fn open_stream(url: &Url, tls: &TlsConnector) -> io::Result<MaybeTlsStream<TcpStream>> {
+/// A connection to the socket's host, over TLS with `tls` for `wss://`.
+async fn open_stream(url: &Url, tls: &TlsConnector) -> io::Result<ApiStream> {
     let host = match url.host() {
         Some(Host::Domain(domain)) => domain.to_owned(),
         Some(Host::Ipv4(address)) => address.to_string(),
@@ -199,35 +196,14 @@ async fn open_stream(url: &Url, tls: &TlsConnector) -> io::Result<MaybeTlsStream
     let port = url
         .port_or_known_default()
         .ok_or_else(|| invalid_data("the socket URL has no port"))?;
-    let tcp = TcpStream::connect((host.as_str(), port)).await?;
-    tcp.set_nodelay(true)?;
-    if url.scheme() != "wss" {
-        return Ok(MaybeTlsStream::Plain(tcp));
-    }
-    let name = ServerName::try_from(host).map_err(|_| invalid_data("not a TLS server name"))?;
-    Ok(MaybeTlsStream::Rustls(tls.connect(name, tcp).await?))
-}
-
-/// TLS with the web's root certificates (as the HTTP proxy's client), on
-/// the ring provider, made once.
-fn tls_connector() -> io::Result<TlsConnector> {
-    static CONFIG: OnceLock<Result<Arc<rustls::ClientConfig>, rustls::Error>> = OnceLock::new();
-    let config = CONFIG.get_or_init(|| {
-        let roots = rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        };
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        Ok(Arc::new(config))
-    });
-    match config {
-        Ok(config) => Ok(TlsConnector::from(Arc::clone(config))),
-        Err(error) => Err(io::Error::other(error.clone())),
-    }
+    let tls = if url.scheme() == "wss" {
+        let name = ServerName::try_from(host.clone())
+            .map_err(|_| invalid_data("not a TLS server name"))?;
+        Some((tls, name))
+    } else {
+        None
+    };
+    Ok(api_stream::connect(&host, port, tls).await?)
 }
 
 /// The WebSocket upgrade (RFC 6455 §4.1) of `stream` to `url`. Returns
@@ -331,6 +307,8 @@ pub fn outcome(result: &Result<UpstreamSocket, RelayError>) -> Option<UpstreamOu
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use crate::oauth::SignatureMethod;
 
@@ -578,7 +556,7 @@ mod tests {
                 .await
                 .map_err(RelayError::Unreachable)?;
             let read_ahead = upgrade(&mut stream, &url).await?;
-            Ok::<_, RelayError>((matches!(stream, MaybeTlsStream::Rustls(_)), read_ahead))
+            Ok::<_, RelayError>((stream.is_tls(), read_ahead))
         };
         let (ours, theirs) = tokio::join!(our_side, api_side);
         let (over_tls, read_ahead) = ours?;
