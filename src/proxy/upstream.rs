@@ -108,7 +108,7 @@ struct Pool {
 }
 
 struct Idle {
-    connection: Connection,
+    connection: Box<Connection>,
     since: Instant,
 }
 
@@ -209,7 +209,7 @@ impl ApiClient {
     fn answer(
         &self,
         response: http::Response<Incoming>,
-        connection: Connection,
+        connection: Box<Connection>,
         driver_done: bool,
     ) -> http::Response<ApiBody> {
         let pool = Arc::clone(&self.0);
@@ -231,7 +231,7 @@ impl ApiClient {
     }
 
     /// An idle connection that still looks usable, if there is one.
-    fn checkout(&self) -> Option<Connection> {
+    fn checkout(&self) -> Option<Box<Connection>> {
         let mut idle = self.0.idle.lock().unwrap_or_else(PoisonError::into_inner);
         while let Some(Idle {
             mut connection,
@@ -255,7 +255,9 @@ impl ApiClient {
         None
     }
 
-    async fn connect(&self) -> Result<Connection, UpstreamError> {
+    /// A new connection, boxed: it holds hyper's buffers, and moves between
+    /// the pool, the request and the answer's body on every request.
+    async fn connect(&self) -> Result<Box<Connection>, UpstreamError> {
         let pool = &self.0;
         let origin = &pool.origin;
         let tls = origin.tls_name.clone().map(|name| (&pool.tls, name));
@@ -270,7 +272,7 @@ impl ApiClient {
         let (sender, driver) = http1::handshake(TokioIo::new(stream))
             .await
             .map_err(UpstreamError::Http)?;
-        Ok(Connection { sender, driver })
+        Ok(Box::new(Connection { sender, driver }))
     }
 }
 
@@ -297,7 +299,7 @@ fn drive(
 pub struct ApiBody {
     incoming: Incoming,
     /// `None` once the connection has ended or gone back to the pool.
-    connection: Option<Connection>,
+    connection: Option<Box<Connection>>,
     pool: Arc<Pool>,
     timer: Option<Pin<Box<Sleep>>>,
     /// The last poll found no chunk ready: the idle clock runs.
