@@ -249,12 +249,12 @@ impl ProxyTokens {
         self.recent.remember(
             recent_key,
             generation,
-            Recent {
+            Recent::new(
                 checked_at,
                 expiry_date,
-                info: record.info.clone(),
-                grant: record.grant.clone(),
-            },
+                record.info.clone(),
+                record.grant.clone(),
+            ),
         );
         Ok(Some((record.info, record.grant)))
     }
@@ -369,17 +369,33 @@ struct RecentInner {
 
 #[derive(Debug)]
 struct Recent {
-    checked_at: Instant,
-    /// The record's own expiry, which a remembered token does not outlive.
-    expiry_date: OffsetDateTime,
+    /// [`RECENT_TOKEN_TTL`] after the check, or the record's own expiry if
+    /// sooner: a remembered token does not outlive its record.
+    fresh_until: Instant,
     info: TokenInfo,
     grant: AccessGrant,
 }
 
 impl Recent {
+    fn new(
+        checked_at: Instant,
+        expiry_date: OffsetDateTime,
+        info: TokenInfo,
+        grant: AccessGrant,
+    ) -> Self {
+        // Converted once here, so that a look-up reads one clock, not the
+        // calendar's.
+        let left = (expiry_date - OffsetDateTime::now_utc()).max(time::Duration::ZERO);
+        let left = std::time::Duration::try_from(left).unwrap_or_default();
+        Self {
+            fresh_until: checked_at + RECENT_TOKEN_TTL.min(left),
+            info,
+            grant,
+        }
+    }
+
     fn is_fresh(&self, now: Instant) -> bool {
-        now.saturating_duration_since(self.checked_at) < RECENT_TOKEN_TTL
-            && OffsetDateTime::now_utc() < self.expiry_date
+        now < self.fresh_until
     }
 }
 
@@ -409,7 +425,7 @@ impl RecentTokens {
             return;
         }
         if inner.entries.len() >= RECENT_TOKEN_CAPACITY {
-            let now = recent.checked_at;
+            let now = Instant::now();
             inner.entries.retain(|_, kept| kept.is_fresh(now));
             if inner.entries.len() >= RECENT_TOKEN_CAPACITY {
                 inner.entries.clear();
@@ -510,6 +526,38 @@ mod tests {
 
     fn tokens() -> ProxyTokens {
         ProxyTokens::new(Store::new(MemoryStore::default(), &SealingKey::random()))
+    }
+
+    #[test]
+    fn a_remembered_token_is_trusted_for_the_ttl_and_never_past_its_record() {
+        let info = TokenInfo {
+            id: "id".to_owned(),
+            name: "name".to_owned(),
+            created_at: OffsetDateTime::UNIX_EPOCH,
+            last_used_at: None,
+        };
+        let remembered = |expires_in: time::Duration| {
+            let now = Instant::now();
+            let recent = Recent::new(
+                now,
+                OffsetDateTime::now_utc() + expires_in,
+                info.clone(),
+                grant("ada"),
+            );
+            (now, recent)
+        };
+        let short = std::time::Duration::from_millis(200);
+
+        let (now, far) = remembered(time::Duration::days(1));
+        assert!(far.is_fresh(now + RECENT_TOKEN_TTL - short));
+        assert!(!far.is_fresh(now + RECENT_TOKEN_TTL));
+
+        let (now, soon) = remembered(time::Duration::milliseconds(400));
+        assert!(soon.is_fresh(now + short));
+        assert!(!soon.is_fresh(now + 3 * short));
+
+        let (now, past) = remembered(time::Duration::seconds(-1));
+        assert!(!past.is_fresh(now));
     }
 
     #[tokio::test]
