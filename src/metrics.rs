@@ -92,15 +92,6 @@ impl UpstreamOutcome {
         }
     }
 
-    /// How an HTTP call to the API ended, up to its answer's head.
-    pub fn of_response(result: &Result<reqwest::Response, reqwest::Error>) -> Self {
-        match result {
-            Ok(response) => Self::Status(response.status().as_u16()),
-            Err(error) if error.is_timeout() => Self::Timeout,
-            Err(_) => Self::Unreachable,
-        }
-    }
-
     /// Whether the API failed (as opposed to refusing the caller with a 4xx).
     pub fn is_error(self) -> bool {
         !matches!(self, Self::Status(0..=499))

@@ -87,7 +87,8 @@ pub struct PendingLogin {
 }
 
 /// What a logged-in session holds: the access token and whom it is for.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// Its `Debug` leaves the token out, as its secret's does.
+#[derive(Clone, Serialize, Deserialize)]
 pub struct AccessGrant {
     /// The access token.
     pub token: String,
@@ -99,6 +100,19 @@ pub struct AccessGrant {
     pub user_id: Option<String>,
     /// When the token expires (ISO 8601, as the API gave it).
     pub expiration_date: Option<String>,
+}
+
+impl std::fmt::Debug for AccessGrant {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("AccessGrant")
+            .field("token", &"[redacted]")
+            .field("secret", &self.secret)
+            .field("consumer", &self.consumer)
+            .field("user_id", &self.user_id)
+            .field("expiration_date", &self.expiration_date)
+            .finish()
+    }
 }
 
 impl AccessGrant {
@@ -426,6 +440,29 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         let status = response.status();
         (status, response.text().await.unwrap_or_default())
+    }
+
+    #[test]
+    fn a_grant_prints_neither_its_token_nor_its_secrets() {
+        let grant = AccessGrant {
+            token: "access-token-value".to_owned(),
+            secret: Secret::new("access-secret-value"),
+            consumer: Consumer::Visitor {
+                key: "visitor-key".to_owned(),
+                secret: Secret::new("consumer-secret-value"),
+            },
+            user_id: Some("user_1".to_owned()),
+            expiration_date: None,
+        };
+        let printed = format!("{grant:?}");
+        for secret in [
+            "access-token-value",
+            "access-secret-value",
+            "consumer-secret-value",
+        ] {
+            assert!(!printed.contains(secret), "{printed}");
+        }
+        assert!(printed.contains("user_1"));
     }
 
     #[tokio::test]
