@@ -248,13 +248,33 @@ impl Page {
             .unwrap_or_else(|error| panic!("no element {css} within {WAIT:?}: {error}"))
     }
 
-    /// Clicks the element matching `css`.
+    /// Clicks the element matching `css`, as a person would: brought to the
+    /// middle of the view, and clicked again a moment later while something
+    /// else is over it (a layout still moving as live lines arrive).
     pub async fn click(&self, css: &str) {
-        self.find(css)
-            .await
-            .click()
-            .await
-            .unwrap_or_else(|error| panic!("click {css}: {error}"));
+        let started = Instant::now();
+        loop {
+            let element = self.find(css).await;
+            if let Ok(argument) = serde_json::to_value(&element) {
+                let _ = self
+                    .client
+                    .execute(
+                        "arguments[0].scrollIntoView({block: 'center'})",
+                        vec![argument],
+                    )
+                    .await;
+            }
+            match element.click().await {
+                Ok(_) => return,
+                Err(error)
+                    if error.to_string().contains("click intercepted")
+                        && started.elapsed() < WAIT =>
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(error) => panic!("click {css}: {error}"),
+            }
+        }
     }
 
     /// Types `text` into the element matching `css`.
