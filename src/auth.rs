@@ -9,8 +9,9 @@ use tower_sessions::Session;
 
 use crate::AppState;
 use crate::error::json_error;
-use crate::session::{AccessGrant, AppSession, SessionError};
-use crate::tokens::TokenError;
+use crate::oauth::grant::AccessGrant;
+use crate::proxy_tokens::TokenError;
+use crate::session::{AppSession, SessionError};
 
 /// How the caller proved who it is.
 #[derive(Clone, Debug, PartialEq, Eq)]

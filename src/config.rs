@@ -70,6 +70,24 @@ pub struct Config {
     #[arg(long, env = "SESSION_IDLE_SECS", default_value_t = 24 * 3600)]
     pub session_idle_secs: u64,
 
+    /// Seconds a started login waits for its callback before it is
+    /// forgotten (each browser may have 5 in progress, one per tab).
+    #[arg(long, env = "LOGIN_PENDING_SECS", default_value_t = 600,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub login_pending_secs: u32,
+
+    /// Login starts (POST /login) allowed per client address and minute,
+    /// on each instance; a burst of as many is allowed.
+    #[arg(long, env = "LOGIN_STARTS_PER_MINUTE", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub login_starts_per_minute: u32,
+
+    /// Live proxy tokens one person (or one login, when the API does not
+    /// say whose it is) may hold.
+    #[arg(long, env = "PROXY_TOKENS_PER_OWNER", default_value_t = 50,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub proxy_tokens_per_owner: u32,
+
     /// Log format: text or json. The level comes from RUST_LOG.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -148,6 +166,13 @@ pub struct Config {
     /// connection pool. Unset: one per CPU core.
     #[arg(long, env = "WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub worker_threads: Option<u16>,
+}
+
+/// Whether `url` is a `redis://` or `rediss://` URL with a host.
+pub fn is_redis_url(url: &str) -> bool {
+    Url::parse(url).is_ok_and(|url| {
+        matches!(url.scheme(), "redis" | "rediss") && url.host_str().is_some_and(|h| !h.is_empty())
+    })
 }
 
 /// How log lines are written.
@@ -248,7 +273,7 @@ impl Config {
             self.redis_url = Some(url);
         }
         if let Some(url) = &self.redis_url {
-            if !crate::session::is_redis_url(url.expose()) {
+            if !is_redis_url(url.expose()) {
                 return Err(ConfigError::NotRedis);
             }
             if self.session_key.is_none() {
@@ -312,6 +337,11 @@ impl Config {
             }),
             _ => None,
         }
+    }
+
+    /// How long a started login waits for its callback, in seconds.
+    pub fn login_pending_secs(&self) -> i64 {
+        i64::from(self.login_pending_secs)
     }
 
     /// Session inactivity limit.

@@ -14,12 +14,12 @@ pub mod hex;
 pub mod metrics;
 pub mod oauth;
 pub mod proxy;
+pub mod proxy_tokens;
 pub mod relay;
 pub mod secret;
 pub mod serve;
 pub mod session;
 pub mod telemetry;
-pub mod tokens;
 pub mod web;
 
 use std::sync::Arc;
@@ -67,7 +67,11 @@ pub struct Shared {
     /// The session store, which also keeps proxy tokens.
     pub store: session::Store,
     /// Proxy tokens, kept in the same store.
-    pub tokens: Arc<tokens::ProxyTokens>,
+    pub tokens: Arc<proxy_tokens::ProxyTokens>,
+    /// Signs and checks the forms' CSRF tokens.
+    pub(crate) csrf: web::csrf::CsrfKey,
+    /// Login starts per client address.
+    pub(crate) login_limiter: Arc<web::login_limit::LoginLimiter>,
     /// The proxy's pool of connections to the API.
     pub api_client: proxy::ApiClient,
     /// Cancelled when the server starts shutting down.
@@ -143,10 +147,20 @@ pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         .context("setting up the session store")?;
     let session_layer = session::layer(store.clone(), &config);
     let relays = relay::RelayRegistry::counting_into(metrics.relays_open_gauge());
+    let tokens = Arc::new(proxy_tokens::ProxyTokens::new(
+        store.clone(),
+        usize::try_from(config.proxy_tokens_per_owner).unwrap_or(usize::MAX),
+    ));
+    let csrf = web::csrf::CsrfKey::new(&config);
+    let login_limiter = Arc::new(web::login_limit::LoginLimiter::per_minute(
+        config.login_starts_per_minute,
+    ));
     let state = AppState(Arc::new(Shared {
         config: Arc::new(config),
         oauth,
-        tokens: Arc::new(tokens::ProxyTokens::new(store.clone())),
+        tokens,
+        csrf,
+        login_limiter,
         store,
         api_client,
         shutdown,
@@ -160,9 +174,9 @@ pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         .merge(relay::router())
         .merge(metrics::router());
     let router = router
-        .layer(session::UnlessBearerProxyCall(
+        .layer(web::middleware::UnlessBearerProxyCall(
             tower::ServiceBuilder::new()
-                .layer(middleware::from_fn(session::answer_store_failures))
+                .layer(middleware::from_fn(web::middleware::answer_store_failures))
                 .layer(session_layer),
         ))
         .layer(web::security::layer(security_headers))

@@ -7,6 +7,9 @@ use serde::Deserialize;
 use tracing::instrument;
 use url::Url;
 
+use bytes::Bytes;
+
+use super::grant::ApiUser;
 use super::signature::{Credentials, Request, Signer};
 use crate::metrics::{Metrics, UpstreamOutcome};
 use crate::secret::Secret;
@@ -36,6 +39,8 @@ pub enum OAuthError {
 
 impl From<reqwest::Error> for OAuthError {
     fn from(error: reqwest::Error) -> Self {
+        // The URL can hold a token (the revocation's): errors never carry it.
+        let error = error.without_url();
         if error.is_timeout() {
             Self::Timeout(error)
         } else {
@@ -142,10 +147,13 @@ impl OAuthClient {
             callback: Some(callback.as_str()),
             verifier: None,
         };
-        let answer = self.call(&request).await.map_err(|status| match status {
-            Status::Refused(code) => OAuthError::ConsumerRejected(code),
-            Status::Other(error) => error,
-        })?;
+        let answer = self
+            .token_call(&request)
+            .await
+            .map_err(|status| match status {
+                Status::Refused(code) => OAuthError::ConsumerRejected(code),
+                Status::Other(error) => error,
+            })?;
         Ok(RequestToken {
             token: answer.oauth_token,
             secret: answer.oauth_token_secret,
@@ -171,10 +179,13 @@ impl OAuthClient {
             callback: None,
             verifier: Some(verifier),
         };
-        let answer = self.call(&request).await.map_err(|status| match status {
-            Status::Refused(code) => OAuthError::VerifierRejected(code),
-            Status::Other(error) => error,
-        })?;
+        let answer = self
+            .token_call(&request)
+            .await
+            .map_err(|status| match status {
+                Status::Refused(code) => OAuthError::VerifierRejected(code),
+                Status::Other(error) => error,
+            })?;
         Ok(AccessToken {
             token: answer.oauth_token,
             secret: answer.oauth_token_secret,
@@ -182,24 +193,92 @@ impl OAuthClient {
         })
     }
 
-    async fn call(&self, request: &Request<'_>) -> Result<TokenAnswer, Status> {
+    /// Asks the API whom an access token belongs to (`GET /v2/self`, signed
+    /// with it). `None` when the API refuses to say (a consumer without the
+    /// right to read the account).
+    #[instrument(skip_all, fields(consumer_key = %consumer.key))]
+    pub async fn whoami(
+        &self,
+        consumer: &Credentials,
+        access_token: &Credentials,
+    ) -> Result<Option<ApiUser>, OAuthError> {
+        let mut url = self.api_host.clone();
+        url.set_path("/v2/self");
+        let request = Request {
+            method: "GET",
+            url: &url,
+            form_body: None,
+            consumer,
+            token: Some(access_token),
+            callback: None,
+            verifier: None,
+        };
+        match self.call(&request, IDENTITY).await {
+            Ok(body) => parse_user(&body).map(Some).ok_or(OAuthError::Malformed),
+            Err(Status::Refused(_)) => Ok(None),
+            Err(Status::Other(error)) => Err(error),
+        }
+    }
+
+    /// Revokes an access token at the API (`DELETE /v2/self/tokens/{token}`,
+    /// signed with that token). The URL holds the token, as the API wants:
+    /// it is never logged, and errors carry no URL.
+    #[instrument(skip_all, fields(consumer_key = %consumer.key))]
+    pub async fn revoke_access_token(
+        &self,
+        consumer: &Credentials,
+        access_token: &Credentials,
+    ) -> Result<(), OAuthError> {
+        let mut url = self.api_host.clone();
+        url.path_segments_mut()
+            .map_err(|()| OAuthError::Malformed)?
+            .clear()
+            .extend(["v2", "self", "tokens", access_token.key.as_str()]);
+        let request = Request {
+            method: "DELETE",
+            url: &url,
+            form_body: None,
+            consumer,
+            token: Some(access_token),
+            callback: None,
+            verifier: None,
+        };
+        match self.call(&request, IDENTITY).await {
+            Ok(_) => Ok(()),
+            Err(Status::Refused(code)) => Err(OAuthError::UnexpectedStatus(code)),
+            Err(Status::Other(error)) => Err(error),
+        }
+    }
+
+    async fn token_call(&self, request: &Request<'_>) -> Result<TokenAnswer, Status> {
+        let body = self.call(request, UPSTREAM).await?;
+        parse_token_answer(&body).ok_or(Status::Other(OAuthError::Malformed))
+    }
+
+    async fn call(&self, request: &Request<'_>, upstream: &'static str) -> Result<Bytes, Status> {
         let started = Instant::now();
         let result = self.send(request).await;
         if let Some(metrics) = &self.metrics {
-            metrics.record_upstream(UPSTREAM, started.elapsed(), outcome(&result));
+            metrics.record_upstream(upstream, started.elapsed(), outcome(&result));
         }
         result
     }
 
-    async fn send(&self, request: &Request<'_>) -> Result<TokenAnswer, Status> {
-        let response = self
+    async fn send(&self, request: &Request<'_>) -> Result<Bytes, Status> {
+        let method = reqwest::Method::from_bytes(request.method.as_bytes())
+            .map_err(|_| Status::Other(OAuthError::Malformed))?;
+        let mut builder = self
             .http
-            .post(request.url.clone())
+            .request(method, request.url.clone())
             .header(
                 reqwest::header::AUTHORIZATION,
                 self.signer.authorization(request),
             )
-            .header(reqwest::header::CONTENT_LENGTH, 0)
+            .header(reqwest::header::ACCEPT, "application/json");
+        if request.method == "POST" {
+            builder = builder.header(reqwest::header::CONTENT_LENGTH, 0);
+        }
+        let response = builder
             .send()
             .await
             .map_err(|error| Status::Other(error.into()))?;
@@ -210,11 +289,10 @@ impl OAuthClient {
         if !status.is_success() {
             return Err(Status::Other(OAuthError::UnexpectedStatus(status.as_u16())));
         }
-        let body = response
+        response
             .bytes()
             .await
-            .map_err(|error| Status::Other(error.into()))?;
-        parse_token_answer(&body).ok_or(Status::Other(OAuthError::Malformed))
+            .map_err(|error| Status::Other(error.into()))
     }
 }
 
@@ -223,11 +301,12 @@ enum Status {
     Other(OAuthError),
 }
 
-/// The `upstream` label of OAuth token calls.
+/// The metrics' name for the token endpoints.
 const UPSTREAM: &str = "oauth";
+/// The metrics' name for the calls about the token's owner.
+const IDENTITY: &str = "identity";
 
-/// How a token call ended, for the metrics.
-fn outcome(result: &Result<TokenAnswer, Status>) -> UpstreamOutcome {
+fn outcome(result: &Result<Bytes, Status>) -> UpstreamOutcome {
     match result {
         Ok(_) => UpstreamOutcome::Status(200),
         Err(Status::Refused(code)) => UpstreamOutcome::Status(*code),
@@ -240,6 +319,22 @@ fn outcome(result: &Result<TokenAnswer, Status>) -> UpstreamOutcome {
         Err(Status::Other(OAuthError::Unreachable(_))) => UpstreamOutcome::Unreachable,
         Err(Status::Other(OAuthError::Malformed)) => UpstreamOutcome::Invalid,
     }
+}
+
+/// Reads the `id`, `name` and `email` of a `/v2/self` answer.
+fn parse_user(body: &[u8]) -> Option<ApiUser> {
+    #[derive(Deserialize)]
+    struct SelfAnswer {
+        id: String,
+        name: Option<String>,
+        email: Option<String>,
+    }
+    let answer: SelfAnswer = serde_json::from_slice(body).ok()?;
+    (!answer.id.is_empty()).then_some(ApiUser {
+        id: answer.id,
+        name: answer.name,
+        email: answer.email,
+    })
 }
 
 /// Reads `oauth_token=…&oauth_token_secret=…[&expiration_date=…]`.
@@ -273,5 +368,25 @@ mod tests {
         assert!(parse_token_answer(b"<html>oops").is_none());
         assert!(parse_token_answer(b"oauth_token=&oauth_token_secret=s").is_none());
         assert!(parse_token_answer(b"oauth_token=t").is_none());
+    }
+
+    #[test]
+    fn a_self_answer_gives_the_id_name_and_email() {
+        let user =
+            parse_user(br#"{"id":"user_1","name":"Ada","email":"ada@example.com","lang":"EN"}"#);
+        assert_eq!(
+            user,
+            Some(ApiUser {
+                id: "user_1".to_owned(),
+                name: Some("Ada".to_owned()),
+                email: Some("ada@example.com".to_owned()),
+            })
+        );
+        assert_eq!(
+            parse_user(br#"{"id":"user_2"}"#).map(|u| u.name),
+            Some(None)
+        );
+        assert!(parse_user(br#"{"id":""}"#).is_none());
+        assert!(parse_user(b"<html>").is_none());
     }
 }

@@ -2,14 +2,14 @@
 //! API's authorize page) and finish it (callback, access token).
 
 use serde::Deserialize;
-use subtle::ConstantTimeEq as _;
 use url::Url;
 
 use super::client::{OAuthClient, OAuthError};
+use super::grant::{AccessGrant, Consumer, PendingLogin};
 use super::signature::Credentials;
 use crate::config::Config;
 use crate::secret::Secret;
-use crate::session::{AccessGrant, AppSession, Consumer, PendingLogin, SessionError};
+use crate::session::{AppSession, PendingMatch, SessionError};
 
 /// Why a login could not start or finish.
 #[derive(Debug, thiserror::Error)]
@@ -18,11 +18,11 @@ pub enum DanceError {
     #[error("a consumer key and secret are needed")]
     NoConsumer,
     /// The callback came to a browser that started no login (or already
-    /// finished it: a request token is good once).
+    /// finished it: a request token is good once), or too long ago.
     #[error("this browser has no login in progress")]
     NoPendingLogin,
-    /// The callback's request token is not the one this browser asked for.
-    #[error("the callback's token does not belong to this browser's login")]
+    /// The callback's request token is none of this browser's logins.
+    #[error("the callback's token does not belong to this browser's logins")]
     TokenMismatch,
     /// The callback has no verifier.
     #[error("the callback carries no verifier")]
@@ -42,12 +42,14 @@ pub struct CallbackParams {
     pub oauth_token: Option<String>,
     /// Proof that the person approved.
     pub oauth_verifier: Option<Secret>,
-    /// The Clever Cloud user id (sent in practice, not documented).
+    /// A Clever Cloud user id the API adds in practice (not documented).
+    /// It decides nothing: whom the token is for comes from `/v2/self`.
     pub user: Option<String>,
 }
 
-/// Asks for a request token, remembers it in this browser's session, and
-/// returns the API's authorize URL to send the browser to.
+/// Asks for a request token, remembers it in this browser's session beside
+/// its other logins in progress, and returns the API's authorize URL to
+/// send the browser to.
 pub async fn start(
     client: &OAuthClient,
     session: &AppSession,
@@ -60,40 +62,42 @@ pub async fn start(
         .await?;
     let authorize_url = client.authorize_url(&request_token.token);
     session
-        .start_login(&PendingLogin {
-            request_token: request_token.token,
-            request_secret: request_token.secret,
-            consumer,
-        })
+        .start_login(
+            PendingLogin {
+                request_token: request_token.token,
+                request_secret: request_token.secret,
+                consumer,
+                started_at: unix_now(),
+            },
+            config.login_pending_secs(),
+        )
         .await?;
     Ok(authorize_url)
 }
 
-/// Checks that the callback answers this browser's own login, exchanges the
-/// verifier for an access token and stores it in the session.
+/// Checks that the callback answers one of this browser's own logins,
+/// exchanges the verifier for an access token, asks the API whom it is for,
+/// and stores the grant in the session. Nothing is stored when any step
+/// fails (but the login is spent: a request token is good once).
 pub async fn finish(
     client: &OAuthClient,
     session: &AppSession,
     config: &Config,
     params: CallbackParams,
 ) -> Result<AccessGrant, DanceError> {
-    let pending = session
-        .pending_login()
-        .await?
-        .ok_or(DanceError::NoPendingLogin)?;
-    let token_matches: bool = params.oauth_token.as_deref().is_some_and(|token| {
-        token
-            .as_bytes()
-            .ct_eq(pending.request_token.as_bytes())
-            .into()
-    });
-    if !token_matches {
-        return Err(DanceError::TokenMismatch);
-    }
+    let now = unix_now();
+    let max_age = config.login_pending_secs();
+    let token = params.oauth_token.unwrap_or_default();
+    let pending = match session.pending_login(&token, now, max_age).await? {
+        PendingMatch::Found(pending) => pending,
+        PendingMatch::NoneInProgress => return Err(DanceError::NoPendingLogin),
+        PendingMatch::NotThisBrowsers => return Err(DanceError::TokenMismatch),
+    };
     let verifier = params
         .oauth_verifier
         .filter(|verifier| !verifier.expose().is_empty())
         .ok_or(DanceError::MissingVerifier)?;
+    session.forget_pending_login(&token, now, max_age).await?;
     let consumer = pending
         .consumer
         .credentials(config)
@@ -105,13 +109,34 @@ pub async fn finish(
     let access = client
         .access_token(&consumer, &request_token, &verifier)
         .await?;
+    let access_credentials = Credentials {
+        key: access.token.clone(),
+        secret: access.secret.clone(),
+    };
+    let user = client.whoami(&consumer, &access_credentials).await?;
+    match (&user, params.user.as_deref()) {
+        (Some(user), Some(claimed)) if claimed != user.id => {
+            tracing::warn!(
+                api_user_id = %user.id,
+                "the callback named another user than the API did: the API's is kept"
+            );
+        }
+        (None, _) => tracing::info!(
+            "the API did not say whom the token is for (the consumer may not read /v2/self): proxy tokens are kept per login"
+        ),
+        _ => {}
+    }
     let grant = AccessGrant {
         token: access.token,
         secret: access.secret,
         consumer: pending.consumer,
-        user_id: params.user,
+        user,
         expiration_date: access.expiration_date,
     };
     session.finish_login(&grant).await?;
     Ok(grant)
+}
+
+fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
 }

@@ -1,92 +1,209 @@
-//! The embedded session store: a map in memory whose expired records are
-//! deleted, so memory does not grow with every visitor who never comes back.
+//! The embedded store: records and sets in this process's memory, under one
+//! lock, so every operation is atomic. Expired entries are swept out, so
+//! memory does not grow with every visitor who never comes back.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use time::OffsetDateTime;
-use tokio::sync::Mutex;
 use tower_sessions::session::{Id, Record};
-use tower_sessions::session_store::{self, ExpiredDeletion, SessionStore};
+use tower_sessions::session_store;
 
-use super::store::Backend;
+use super::backend::{Backend, SetInsert, SetKey};
 
-/// Sessions in this process's memory: lost on restart, not shared between
-/// instances.
+/// Records and sets in this process's memory: lost on restart, not shared
+/// between instances.
 #[derive(Clone, Debug, Default)]
-pub struct MemoryStore {
-    records: Arc<Mutex<HashMap<Id, Record>>>,
+pub struct MemoryStore(Arc<Mutex<Contents>>);
+
+#[derive(Debug, Default)]
+struct Contents {
+    records: HashMap<Id, Record>,
+    sets: HashMap<SetKey, Set>,
+}
+
+#[derive(Debug)]
+struct Set {
+    members: HashSet<String>,
+    expiry_date: OffsetDateTime,
+}
+
+impl Contents {
+    fn live_record(&self, id: &Id, now: OffsetDateTime) -> Option<&Record> {
+        self.records
+            .get(id)
+            .filter(|record| record.expiry_date > now)
+    }
+
+    fn live_set(&mut self, set: &SetKey, now: OffsetDateTime) -> Option<&mut Set> {
+        self.sets.get_mut(set).filter(|set| set.expiry_date > now)
+    }
+
+    fn add_members<'a>(
+        &mut self,
+        set: &SetKey,
+        members: impl IntoIterator<Item = &'a String>,
+        expiry_date: OffsetDateTime,
+        now: OffsetDateTime,
+    ) {
+        let entry = self.sets.entry(set.clone()).or_insert_with(|| Set {
+            members: HashSet::new(),
+            expiry_date,
+        });
+        if entry.expiry_date <= now {
+            entry.members.clear();
+        }
+        entry.members.extend(members.into_iter().cloned());
+        entry.expiry_date = entry.expiry_date.max(expiry_date);
+    }
 }
 
 impl MemoryStore {
-    /// How many records the store holds, expired ones included.
-    pub async fn len(&self) -> usize {
-        self.records.lock().await.len()
+    /// How many records and sets the store holds, expired ones included.
+    pub fn len(&self) -> usize {
+        let contents = self.lock();
+        contents.records.len() + contents.sets.len()
     }
 
-    /// Whether the store holds no record.
-    pub async fn is_empty(&self) -> bool {
-        self.len().await == 0
+    /// Whether the store holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
-}
 
-#[async_trait]
-impl SessionStore for MemoryStore {
-    async fn create(&self, record: &mut Record) -> session_store::Result<()> {
-        let mut records = self.records.lock().await;
-        while records.contains_key(&record.id) {
-            record.id = Id::default();
+    /// Deletes what has expired, every `period`, for as long as the process
+    /// runs.
+    pub(crate) async fn sweep_expired_every(self, period: Duration) {
+        let mut ticks = tokio::time::interval(period);
+        loop {
+            ticks.tick().await;
+            self.sweep_expired();
         }
-        records.insert(record.id, record.clone());
-        Ok(())
     }
 
-    async fn save(&self, record: &Record) -> session_store::Result<()> {
-        self.records.lock().await.insert(record.id, record.clone());
-        Ok(())
-    }
-
-    async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
+    fn sweep_expired(&self) {
         let now = OffsetDateTime::now_utc();
-        Ok(self
+        let mut contents = self.lock();
+        contents
             .records
-            .lock()
-            .await
-            .get(id)
-            .filter(|record| record.expiry_date > now)
-            .cloned())
+            .retain(|_, record| record.expiry_date > now);
+        contents.sets.retain(|_, set| set.expiry_date > now);
     }
 
-    async fn delete(&self, id: &Id) -> session_store::Result<()> {
-        self.records.lock().await.remove(id);
-        Ok(())
+    fn lock(&self) -> MutexGuard<'_, Contents> {
+        // Nothing panics while holding it; the maps stay sound.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
 #[async_trait]
 impl Backend for MemoryStore {
+    async fn create(&self, record: &Record) -> session_store::Result<bool> {
+        let now = OffsetDateTime::now_utc();
+        let mut contents = self.lock();
+        if contents.live_record(&record.id, now).is_some() {
+            return Ok(false);
+        }
+        contents.records.insert(record.id, record.clone());
+        Ok(true)
+    }
+
+    async fn update(&self, record: &Record) -> session_store::Result<bool> {
+        let now = OffsetDateTime::now_utc();
+        let mut contents = self.lock();
+        if contents.live_record(&record.id, now).is_none() {
+            return Ok(false);
+        }
+        contents.records.insert(record.id, record.clone());
+        Ok(true)
+    }
+
+    async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
+        let now = OffsetDateTime::now_utc();
+        Ok(self.lock().live_record(id, now).cloned())
+    }
+
+    async fn delete(&self, id: &Id) -> session_store::Result<()> {
+        self.lock().records.remove(id);
+        Ok(())
+    }
+
+    async fn create_in_set(
+        &self,
+        record: &Record,
+        set: &SetKey,
+        member: &str,
+        limit: usize,
+        set_expiry: OffsetDateTime,
+    ) -> session_store::Result<SetInsert> {
+        let now = OffsetDateTime::now_utc();
+        let mut contents = self.lock();
+        let count = contents
+            .live_set(set, now)
+            .map_or(0, |set| set.members.len());
+        if count >= limit {
+            return Ok(SetInsert::SetFull);
+        }
+        if contents.live_record(&record.id, now).is_some() {
+            return Ok(SetInsert::IdTaken);
+        }
+        contents.records.insert(record.id, record.clone());
+        contents.add_members(set, [&member.to_owned()], set_expiry, now);
+        Ok(SetInsert::Created)
+    }
+
+    async fn delete_in_set(
+        &self,
+        id: &Id,
+        set: &SetKey,
+        member: &str,
+    ) -> session_store::Result<bool> {
+        let now = OffsetDateTime::now_utc();
+        let mut contents = self.lock();
+        contents.records.remove(id);
+        Ok(contents
+            .live_set(set, now)
+            .is_some_and(|set| set.members.remove(member)))
+    }
+
+    async fn members(&self, set: &SetKey) -> session_store::Result<Vec<String>> {
+        let now = OffsetDateTime::now_utc();
+        Ok(self
+            .lock()
+            .live_set(set, now)
+            .map(|set| set.members.iter().cloned().collect())
+            .unwrap_or_default())
+    }
+
+    async fn add_members(
+        &self,
+        set: &SetKey,
+        members: &[String],
+        set_expiry: OffsetDateTime,
+    ) -> session_store::Result<()> {
+        let now = OffsetDateTime::now_utc();
+        self.lock().add_members(set, members, set_expiry, now);
+        Ok(())
+    }
+
+    async fn remove_members(&self, set: &SetKey, members: &[String]) -> session_store::Result<()> {
+        let now = OffsetDateTime::now_utc();
+        if let Some(set) = self.lock().live_set(set, now) {
+            for member in members {
+                set.members.remove(member);
+            }
+        }
+        Ok(())
+    }
+
     async fn is_available(&self) -> bool {
         true
     }
 }
 
-#[async_trait]
-impl ExpiredDeletion for MemoryStore {
-    async fn delete_expired(&self) -> session_store::Result<()> {
-        let now = OffsetDateTime::now_utc();
-        self.records
-            .lock()
-            .await
-            .retain(|_, record| record.expiry_date > now);
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
     use time::Duration;
 
     use super::*;
@@ -100,18 +217,18 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn expired_records_are_invisible_then_deleted() -> session_store::Result<()> {
+    async fn expired_records_are_invisible_then_swept() -> session_store::Result<()> {
         let store = MemoryStore::default();
-        let mut live = record(Duration::hours(1));
-        let mut dead = record(Duration::seconds(-1));
-        store.create(&mut live).await?;
-        store.create(&mut dead).await?;
+        let live = record(Duration::hours(1));
+        let dead = record(Duration::seconds(-1));
+        assert!(store.create(&live).await?);
+        assert!(store.create(&dead).await?);
 
         assert!(store.load(&dead.id).await?.is_none());
-        assert_eq!(store.len().await, 2);
+        assert_eq!(store.len(), 2);
 
-        store.delete_expired().await?;
-        assert_eq!(store.len().await, 1);
+        store.sweep_expired();
+        assert_eq!(store.len(), 1);
         assert!(store.load(&live.id).await?.is_some());
         Ok(())
     }

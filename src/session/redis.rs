@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use fred::prelude::{
-    Builder, ClientLike as _, Config, ConnectionConfig, Expiration, KeysInterface as _, Options,
-    PerformanceConfig, ReconnectPolicy, SetOptions,
+    Builder, ClientLike as _, Config, ConnectionConfig, Expiration, KeysInterface as _,
+    LuaInterface as _, Options, PerformanceConfig, ReconnectPolicy, SetOptions, SetsInterface as _,
 };
 use fred::types::config::{TlsConfig, TlsConnector, UnresponsiveConfig};
 use rustls::pki_types::CertificateDer;
@@ -23,9 +23,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use time::OffsetDateTime;
 use tower_sessions::session::{Id, Record};
-use tower_sessions::session_store::{self, SessionStore};
+use tower_sessions::session_store;
 
-use super::store::Backend;
+use super::backend::{Backend, SetInsert, SetKey};
 use crate::secret::Secret;
 
 /// Longest wait for one command's answer.
@@ -46,6 +46,8 @@ const RECONNECT_MAX_MS: u32 = 2_000;
 
 /// Prefix of every key this server writes, so it can share a Redis.
 pub const KEY_PREFIX: &str = "ocs:record:";
+/// Prefix of the sets (an owner's proxy-token ids).
+pub const SET_PREFIX: &str = "ocs:set:";
 
 /// Redis could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -91,7 +93,7 @@ impl RedisStore {
     /// connected, or after a few seconds if Redis is not reachable yet: the
     /// client keeps trying in the background.
     pub async fn connect(url: &Secret, ca_file: Option<&Path>) -> Result<Self, RedisSetupError> {
-        if !is_redis_url(url.expose()) {
+        if !crate::config::is_redis_url(url.expose()) {
             return Err(RedisSetupError::BadUrl);
         }
         let mut config = Config::from_url(url.expose()).map_err(|_| RedisSetupError::BadUrl)?;
@@ -153,34 +155,40 @@ impl RedisStore {
         })
     }
 
-    async fn write(&self, record: &Record, only_new: bool) -> session_store::Result<bool> {
-        let expires_ms = i64::try_from(record.expiry_date.unix_timestamp_nanos() / 1_000_000)
-            .unwrap_or(i64::MAX);
-        let key = redis_key(&record.id);
-        if record.expiry_date <= OffsetDateTime::now_utc() {
-            // Already over: nothing to keep (Redis refuses expiry times in
-            // the past anyway).
-            self.delete(&record.id).await?;
-            return Ok(true);
-        }
-        let value = serde_json::to_string(&StoredRecord {
-            data: record.data.clone(),
-            expiry_date: record.expiry_date,
-        })
-        .map_err(|error| session_store::Error::Encode(error.to_string()))?;
+    fn with_options(&self) -> fred::clients::WithOptions<fred::clients::Client> {
+        self.client.with_options(&self.options)
+    }
+
+    /// `SET key value PXAT expiry` with `condition` (`NX` or `XX`): whether
+    /// it wrote.
+    async fn set_if(&self, record: &Record, condition: SetOptions) -> session_store::Result<bool> {
         let written: Option<String> = self
-            .client
-            .with_options(&self.options)
+            .with_options()
             .set(
-                key,
-                value,
-                Some(Expiration::PXAT(expires_ms)),
-                only_new.then_some(SetOptions::NX),
+                redis_key(&record.id),
+                stored_value(record)?,
+                Some(Expiration::PXAT(unix_ms(record.expiry_date))),
+                Some(condition),
                 false,
             )
             .await
             .map_err(backend_error)?;
         Ok(written.is_some())
+    }
+
+    /// Runs one of this store's scripts. `EVAL` sends the script each time:
+    /// it is a few hundred bytes, and only token creation and revocation
+    /// use scripts, so caching it (`EVALSHA`) is not worth its reload path.
+    async fn script<R: fred::types::FromValue>(
+        &self,
+        script: &'static str,
+        keys: Vec<String>,
+        args: Vec<String>,
+    ) -> session_store::Result<R> {
+        self.with_options()
+            .eval(script, keys, args)
+            .await
+            .map_err(backend_error)
     }
 }
 
@@ -190,13 +198,6 @@ impl fmt::Debug for RedisStore {
             .field("server", &self.server)
             .finish_non_exhaustive()
     }
-}
-
-/// Whether `url` is a `redis://` or `rediss://` URL with a host.
-pub fn is_redis_url(url: &str) -> bool {
-    url::Url::parse(url).is_ok_and(|url| {
-        matches!(url.scheme(), "redis" | "rediss") && url.host_str().is_some_and(|h| !h.is_empty())
-    })
 }
 
 /// A TLS set-up that trusts only the CA certificates in `path`.
@@ -237,24 +238,92 @@ fn backend_error(error: fred::error::Error) -> session_store::Error {
     session_store::Error::Backend(format!("Redis: {error}"))
 }
 
+/// Lua run inside Redis, so that a record and its set change together
+/// whatever other instances do meanwhile. `extend` keeps a set alive at
+/// least until a time (PTTL and TIME rather than PEXPIRETIME, so Redis
+/// before 7 works too).
+macro_rules! with_extend {
+    ($body:literal) => {
+        concat!(
+            r"
+local function extend(set, until_ms)
+  local now = redis.call('TIME')
+  local now_ms = now[1] * 1000 + math.floor(now[2] / 1000)
+  local left = redis.call('PTTL', set)
+  if left < 0 or now_ms + left < until_ms then
+    redis.call('PEXPIREAT', set, until_ms)
+  end
+end
+",
+            $body
+        )
+    };
+}
+
+/// KEYS: record, set. ARGV: value, record expiry (ms), member, limit, set
+/// expiry (ms). Returns 0 created, 1 id taken, 2 set full.
+const CREATE_IN_SET: &str = with_extend!(
+    r"
+if redis.call('SCARD', KEYS[2]) >= tonumber(ARGV[4]) then return 2 end
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PXAT', ARGV[2]) then return 1 end
+redis.call('SADD', KEYS[2], ARGV[3])
+extend(KEYS[2], tonumber(ARGV[5]))
+return 0
+"
+);
+
+/// KEYS: record, set. ARGV: member. Returns whether the member was there.
+const DELETE_IN_SET: &str = r"
+redis.call('DEL', KEYS[1])
+return redis.call('SREM', KEYS[2], ARGV[1])
+";
+
+/// KEYS: set. ARGV: set expiry (ms), then the members.
+const ADD_MEMBERS: &str = with_extend!(
+    r"
+redis.call('SADD', KEYS[1], unpack(ARGV, 2))
+extend(KEYS[1], tonumber(ARGV[1]))
+return 0
+"
+);
+
+fn stored_value(record: &Record) -> session_store::Result<String> {
+    serde_json::to_string(&StoredRecord {
+        data: record.data.clone(),
+        expiry_date: record.expiry_date,
+    })
+    .map_err(|error| session_store::Error::Encode(error.to_string()))
+}
+
+fn unix_ms(date: OffsetDateTime) -> i64 {
+    i64::try_from(date.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+fn set_key(set: &SetKey) -> String {
+    format!("{SET_PREFIX}{}", set.0)
+}
+
 #[async_trait]
-impl SessionStore for RedisStore {
-    async fn create(&self, record: &mut Record) -> session_store::Result<()> {
-        // SET NX: a new id never overwrites another session.
-        while !self.write(record, true).await? {
-            record.id = Id::default();
+impl Backend for RedisStore {
+    async fn create(&self, record: &Record) -> session_store::Result<bool> {
+        if record.expiry_date <= OffsetDateTime::now_utc() {
+            // Already over: nothing to keep (Redis refuses past expiries).
+            return Ok(true);
         }
-        Ok(())
+        self.set_if(record, SetOptions::NX).await
     }
 
-    async fn save(&self, record: &Record) -> session_store::Result<()> {
-        self.write(record, false).await.map(drop)
+    async fn update(&self, record: &Record) -> session_store::Result<bool> {
+        if record.expiry_date <= OffsetDateTime::now_utc() {
+            self.delete(&record.id).await?;
+            return Ok(true);
+        }
+        self.set_if(record, SetOptions::XX).await
     }
 
     async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
         let value: Option<String> = self
-            .client
-            .with_options(&self.options)
+            .with_options()
             .get(redis_key(id))
             .await
             .map_err(backend_error)?;
@@ -278,17 +347,91 @@ impl SessionStore for RedisStore {
 
     async fn delete(&self, id: &Id) -> session_store::Result<()> {
         let _: i64 = self
-            .client
-            .with_options(&self.options)
+            .with_options()
             .del(redis_key(id))
             .await
             .map_err(backend_error)?;
         Ok(())
     }
-}
 
-#[async_trait]
-impl Backend for RedisStore {
+    async fn create_in_set(
+        &self,
+        record: &Record,
+        set: &SetKey,
+        member: &str,
+        limit: usize,
+        set_expiry: OffsetDateTime,
+    ) -> session_store::Result<SetInsert> {
+        let outcome: i64 = self
+            .script(
+                CREATE_IN_SET,
+                vec![redis_key(&record.id), set_key(set)],
+                vec![
+                    stored_value(record)?,
+                    unix_ms(record.expiry_date).to_string(),
+                    member.to_owned(),
+                    limit.to_string(),
+                    unix_ms(set_expiry).to_string(),
+                ],
+            )
+            .await?;
+        Ok(match outcome {
+            0 => SetInsert::Created,
+            1 => SetInsert::IdTaken,
+            _ => SetInsert::SetFull,
+        })
+    }
+
+    async fn delete_in_set(
+        &self,
+        id: &Id,
+        set: &SetKey,
+        member: &str,
+    ) -> session_store::Result<bool> {
+        let removed: i64 = self
+            .script(
+                DELETE_IN_SET,
+                vec![redis_key(id), set_key(set)],
+                vec![member.to_owned()],
+            )
+            .await?;
+        Ok(removed > 0)
+    }
+
+    async fn members(&self, set: &SetKey) -> session_store::Result<Vec<String>> {
+        self.with_options()
+            .smembers(set_key(set))
+            .await
+            .map_err(backend_error)
+    }
+
+    async fn add_members(
+        &self,
+        set: &SetKey,
+        members: &[String],
+        set_expiry: OffsetDateTime,
+    ) -> session_store::Result<()> {
+        if members.is_empty() {
+            return Ok(());
+        }
+        let mut args = vec![unix_ms(set_expiry).to_string()];
+        args.extend(members.iter().cloned());
+        let _: i64 = self.script(ADD_MEMBERS, vec![set_key(set)], args).await?;
+        Ok(())
+    }
+
+    async fn remove_members(&self, set: &SetKey, members: &[String]) -> session_store::Result<()> {
+        if members.is_empty() {
+            return Ok(());
+        }
+        let _: i64 = self
+            .with_options()
+            .srem(set_key(set), members.to_vec())
+            .await
+            .map_err(backend_error)?;
+        Ok(())
+    }
+
     async fn is_available(&self) -> bool {
         let ping = Options {
             fail_fast: true,

@@ -1,8 +1,12 @@
 //! Browser-facing routes: pages, the login dance, static assets, health.
 
 mod assets;
+pub(crate) mod csrf;
+mod errors;
 mod extract;
 mod health;
+pub(crate) mod login_limit;
+pub mod middleware;
 mod pages;
 pub mod security;
 mod tokens;

@@ -1,27 +1,32 @@
-//! The login page, the OAuth callback, the credentials page, logout.
+//! The login page, the OAuth callback, the credentials page, logout and
+//! revoking access.
 
 use askama::Template;
 use axum::extract::{Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::{Form, Router};
+use axum::{Extension, Form, Router};
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 use crate::error::{ErrorPage, render};
+use crate::forwarded::ClientInfo;
 use crate::oauth::dance::{self, CallbackParams, DanceError};
+use crate::oauth::grant::{AccessGrant, ApiUser, Consumer};
 use crate::secret::Secret;
-use crate::session::{AccessGrant, AppSession, Consumer, SessionError};
+use crate::session::{AppSession, SessionError};
+use crate::web::csrf::Csrf;
 use crate::web::extract::WithErrorPage;
 
-/// `/`, `/login`, `/callback`, `/logout`.
+/// `/`, `/login`, `/callback`, `/logout`, `/revoke`.
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/", get(home))
         .route("/login", get(login_page).post(login))
         .route("/callback", get(callback))
         .route("/logout", post(logout))
+        .route("/revoke", post(revoke_access))
 }
 
 #[derive(Template)]
@@ -42,7 +47,8 @@ struct DashboardPage {
     token: String,
     token_secret: String,
     expiration_date: Option<String>,
-    user_id: Option<String>,
+    /// Whom the API says the tokens are for; `None`: it would not say.
+    user: Option<ApiUser>,
     snippets: Option<Snippets>,
     /// A call through our proxy with a proxy token: works whoever's consumer
     /// obtained the tokens.
@@ -136,7 +142,7 @@ fn clever_tools_config(input: &SnippetInput<'_>, custom_api: bool) -> String {
             token: &input.grant.token,
             secret: input.grant.secret.expose(),
             expiration_date: input.grant.expiration_date.as_deref(),
-            user_id: input.grant.user_id.as_deref(),
+            user_id: input.grant.user_id(),
             overrides: Overrides {
                 api_host: custom_api.then_some(input.api_host),
                 oauth_consumer_key: input.consumer_key,
@@ -174,11 +180,11 @@ fn no_store(response: Response) -> Response {
 async fn home(
     State(state): State<AppState>,
     session: AppSession,
+    csrf: Csrf,
 ) -> Result<Response, SessionError> {
     let Some(grant) = session.access().await? else {
         return Ok(Redirect::to("/login").into_response());
     };
-    let csrf = session.csrf_token().await?;
     let (consumer_key, consumer_secret) = match &grant.consumer {
         Consumer::Visitor { key, secret } => (key.clone(), Some(secret.expose().to_owned())),
         Consumer::Operator => (
@@ -196,30 +202,29 @@ async fn home(
         })
     });
     let page = DashboardPage {
-        csrf,
+        csrf: csrf.form_token(),
         consumer_key,
         consumer_secret,
         token: grant.token.clone(),
         token_secret: grant.secret.expose().to_owned(),
         expiration_date: grant.expiration_date.clone(),
-        user_id: grant.user_id.clone(),
+        user: grant.user.clone(),
         snippets,
         curl: proxy_curl(state.config.app_url().as_str()),
     };
-    Ok(no_store(render(StatusCode::OK, &page)))
+    Ok(csrf.set_cookie(no_store(render(StatusCode::OK, &page))))
 }
 
-async fn login_page(
-    State(state): State<AppState>,
-    session: AppSession,
-) -> Result<Response, SessionError> {
+/// The login page: no session is read or written, so an anonymous visitor
+/// costs the store nothing; the CSRF token rides on its own cookie.
+async fn login_page(State(state): State<AppState>, csrf: Csrf) -> Response {
     let page = LoginPage {
-        csrf: session.csrf_token().await?,
+        csrf: csrf.form_token(),
         operator_consumer: state.config.operator_consumer().is_some(),
         app_url: state.config.app_url().to_string(),
         callback_url: state.config.callback_url().to_string(),
     };
-    Ok(no_store(render(StatusCode::OK, &page)))
+    csrf.set_cookie(no_store(render(StatusCode::OK, &page)))
 }
 
 #[derive(Deserialize)]
@@ -232,10 +237,18 @@ struct LoginForm {
 async fn login(
     State(state): State<AppState>,
     session: AppSession,
+    csrf: Csrf,
+    client: Option<Extension<ClientInfo>>,
     WithErrorPage(Form(form)): WithErrorPage<Form<LoginForm>>,
 ) -> Result<Response, DanceError> {
-    if !session.csrf_matches(&form.csrf).await? {
+    if !csrf.accepts(&form.csrf) {
         return Ok(stale_form());
+    }
+    if let Err(wait) = state
+        .login_limiter
+        .check(client.map(|Extension(client)| client.ip))
+    {
+        return Ok(too_many_login_starts(wait));
     }
     let consumer = if state.config.operator_consumer().is_some() {
         Consumer::Operator
@@ -251,38 +264,124 @@ async fn login(
     Ok(Redirect::to(authorize_url.as_str()).into_response())
 }
 
+/// 429 with `Retry-After`, and a page that says when to try again.
+fn too_many_login_starts(wait: std::time::Duration) -> Response {
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let mut page = ErrorPage::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "Too many logins started",
+        format!(
+            "Too many logins were started from your address in the last minute. Try again in {seconds} seconds."
+        ),
+    )
+    .into_response();
+    page.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    tracing::info!(
+        retry_after_secs = seconds,
+        "login start refused: rate limit"
+    );
+    page
+}
+
 async fn callback(
     State(state): State<AppState>,
     session: AppSession,
+    csrf: Csrf,
     WithErrorPage(Query(params)): WithErrorPage<Query<CallbackParams>>,
 ) -> Result<Response, DanceError> {
     let grant = dance::finish(&state.oauth, &session, &state.config, params).await?;
     state.metrics.login();
-    tracing::info!(
-        user_id = grant.user_id.as_deref().unwrap_or("unknown"),
-        "logged in"
-    );
-    Ok(Redirect::to("/").into_response())
+    tracing::info!(user_id = grant.user_id().unwrap_or("unknown"), "logged in");
+    // Forms from before the login stop working.
+    Ok(csrf.rotate().set_cookie(Redirect::to("/").into_response()))
 }
 
 #[derive(Deserialize)]
-struct LogoutForm {
+struct CsrfForm {
     csrf: String,
 }
 
 async fn logout(
     session: AppSession,
-    WithErrorPage(Form(form)): WithErrorPage<Form<LogoutForm>>,
+    csrf: Csrf,
+    WithErrorPage(Form(form)): WithErrorPage<Form<CsrfForm>>,
 ) -> Result<Response, SessionError> {
-    if !session.csrf_matches(&form.csrf).await? {
+    if !csrf.accepts(&form.csrf) {
         return Ok(stale_form());
     }
     session.log_out().await?;
     Ok(Redirect::to("/login").into_response())
 }
 
-/// A form whose CSRF token is not this session's: forged, or from a page
-/// older than the session.
+/// Revokes the OAuth access token at the API, deletes every proxy token
+/// made from it here, and ends the session. The tokens here go whatever the
+/// API answers; the page says when the API refused.
+async fn revoke_access(
+    State(state): State<AppState>,
+    session: AppSession,
+    csrf: Csrf,
+    WithErrorPage(Form(form)): WithErrorPage<Form<CsrfForm>>,
+) -> Result<Response, Response> {
+    if !csrf.accepts(&form.csrf) {
+        return Ok(stale_form());
+    }
+    let Some(grant) = session
+        .access()
+        .await
+        .map_err(IntoResponse::into_response)?
+    else {
+        return Ok(Redirect::to("/login").into_response());
+    };
+    let at_api = match grant.consumer.credentials(&state.config) {
+        Some(consumer) => state
+            .oauth
+            .revoke_access_token(&consumer, &grant.token_credentials())
+            .await
+            .map_err(|error| error.to_string()),
+        None => Err("this server no longer has the consumer that obtained the token".to_owned()),
+    };
+    let revoked = state
+        .tokens
+        .revoke_made_from(&grant)
+        .await
+        .map_err(|error| {
+            tracing::error!(%error, "token store failed while revoking access");
+            crate::auth::AuthError::Unavailable.into_response()
+        })?;
+    for _ in 0..revoked {
+        state.metrics.proxy_token_revoked();
+    }
+    session
+        .log_out()
+        .await
+        .map_err(IntoResponse::into_response)?;
+    tracing::info!(
+        proxy_tokens = revoked,
+        at_api = at_api.is_ok(),
+        "access revoked"
+    );
+    let page = match at_api {
+        Ok(()) => ErrorPage::new(
+            StatusCode::OK,
+            "Access revoked",
+            format!(
+                "Clever Cloud revoked the access token, {revoked} proxy token(s) made from it were deleted here, and you are logged out."
+            ),
+        ),
+        Err(reason) => ErrorPage::new(
+            StatusCode::BAD_GATEWAY,
+            "Clever Cloud did not revoke the token",
+            format!(
+                "{reason}. The {revoked} proxy token(s) made from it were deleted here and you are logged out, but the access token itself may still work: revoke it in the Clever Cloud console (Profile, then Tokens)."
+            ),
+        ),
+    };
+    Ok(page.into_response())
+}
+
+/// A form whose CSRF token is not this browser's: forged, or from a page
+/// older than the last login.
 fn stale_form() -> Response {
     ErrorPage::new(
         StatusCode::FORBIDDEN,
@@ -309,7 +408,11 @@ mod tests {
             token: "tok".into(),
             secret: Secret::new("tok secret"),
             consumer: Consumer::Operator,
-            user_id: Some("user_1".into()),
+            user: Some(ApiUser {
+                id: "user_1".into(),
+                name: None,
+                email: None,
+            }),
             expiration_date: Some("2027-02-23T20:06:34Z".into()),
         }
     }

@@ -16,6 +16,8 @@ use crate::config::Config;
 #[derive(Clone, Debug)]
 pub struct SecurityHeaders {
     content_security_policy: HeaderValue,
+    /// Set when `APP_URL` is https: browsers then never try plain http.
+    strict_transport_security: Option<HeaderValue>,
 }
 
 impl SecurityHeaders {
@@ -27,6 +29,9 @@ impl SecurityHeaders {
             // header-safe ASCII; an empty policy would only mean no policy.
             content_security_policy: HeaderValue::from_str(&policy)
                 .unwrap_or_else(|_| HeaderValue::from_static("default-src 'self'")),
+            strict_transport_security: config
+                .secure_cookies()
+                .then(|| HeaderValue::from_static("max-age=31536000")),
         }
     }
 }
@@ -81,6 +86,9 @@ pub fn apply(headers: &SecurityHeaders, mut response: Response) -> Response {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
+    if let Some(hsts) = &headers.strict_transport_security {
+        set_default(target, header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+    }
     // Not no-referrer: with it Chromium sends `Origin: null` on same-origin
     // POSTs, which the same-origin check refuses.
     set_default(

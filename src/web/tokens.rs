@@ -12,7 +12,7 @@ use serde::Deserialize;
 use crate::AppState;
 use crate::auth::{AuthError, Caller, Credential};
 use crate::error::json_error;
-use crate::tokens::TokenError;
+use crate::proxy_tokens::TokenError;
 
 /// Longest token name accepted.
 const MAX_NAME_CHARS: usize = 100;
@@ -45,6 +45,9 @@ impl IntoResponse for TokensApiError {
             Self::NotASession => json_error(StatusCode::FORBIDDEN, self.to_string()),
             Self::BadName => json_error(StatusCode::UNPROCESSABLE_ENTITY, self.to_string()),
             Self::NotFound => json_error(StatusCode::NOT_FOUND, self.to_string()),
+            Self::Store(TokenError::TooMany(_)) => {
+                json_error(StatusCode::CONFLICT, self.to_string())
+            }
             Self::Store(error) => AuthError::from(error).into_response(),
         }
     }

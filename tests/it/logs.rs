@@ -164,7 +164,11 @@ async fn a_whole_dance_logs_json_lines_with_request_ids_and_no_secret() {
         .send()
         .await
         .expect("DELETE /api/v2/self/tokens/{token}");
-    assert_eq!(revoke.status(), StatusCode::OK, "the fake echoes it");
+    assert_eq!(
+        revoke.status(),
+        StatusCode::NO_CONTENT,
+        "the fake revoked it"
+    );
     secrets.add("proxy token", proxy_token);
     app.get(&client, "/health").await;
     server.terminate();

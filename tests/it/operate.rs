@@ -264,14 +264,43 @@ async fn pages_carry_the_security_headers_and_assets_do_not_need_them() {
     );
 }
 
-/// The session cookie a response sets, as `name=value`.
-fn session_cookie(response: &reqwest::Response) -> Option<String> {
-    let set_cookie = response.headers().get(SET_COOKIE)?.to_str().ok()?;
-    assert!(
-        set_cookie.contains("Secure"),
-        "https APP_URL means Secure cookies: {set_cookie}"
-    );
-    set_cookie.split(';').next().map(str::to_owned)
+/// Cookies carried by hand, as a browser over https would: each
+/// `Set-Cookie` must be `__Host-` prefixed, Secure, for `/`, with no Domain.
+#[derive(Default)]
+struct HostCookies(std::collections::BTreeMap<String, String>);
+
+impl HostCookies {
+    /// Takes the cookies `response` sets; how many it set.
+    fn take(&mut self, response: &reqwest::Response) -> usize {
+        let mut count = 0;
+        for set_cookie in response.headers().get_all(SET_COOKIE) {
+            let set_cookie = set_cookie.to_str().unwrap_or_default();
+            let attributes: Vec<&str> = set_cookie.split(';').map(str::trim).collect();
+            assert!(
+                attributes[0].starts_with("__Host-"),
+                "https APP_URL means __Host- cookies: {set_cookie}"
+            );
+            assert!(attributes.contains(&"Secure"), "{set_cookie}");
+            assert!(attributes.contains(&"Path=/"), "{set_cookie}");
+            assert!(
+                !set_cookie.to_ascii_lowercase().contains("domain="),
+                "{set_cookie}"
+            );
+            if let Some((name, value)) = attributes[0].split_once('=') {
+                self.0.insert(name.to_owned(), value.to_owned());
+                count += 1;
+            }
+        }
+        count
+    }
+
+    fn header(&self) -> String {
+        self.0
+            .iter()
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
 }
 
 #[tokio::test]
@@ -291,13 +320,18 @@ async fn behind_a_tls_ending_balancer_the_https_app_url_works_over_plain_http() 
     })
     .await;
     let client = browser();
+    let mut cookies = HostCookies::default();
     let login_page = client
         .get(app.at("/login"))
         .header("x-forwarded-proto", "https")
         .send()
         .await
         .expect("GET /login");
-    let mut cookie = session_cookie(&login_page).expect("a session cookie");
+    assert_eq!(cookies.take(&login_page), 1, "the CSRF cookie only");
+    assert_eq!(
+        header(&login_page, "strict-transport-security"),
+        Some("max-age=31536000")
+    );
     let csrf =
         crate::support::app::hidden_field(&login_page.text().await.unwrap_or_default(), "csrf")
             .expect("csrf field");
@@ -305,7 +339,7 @@ async fn behind_a_tls_ending_balancer_the_https_app_url_works_over_plain_http() 
     // Act: the dance, through the "balancer".
     let started = client
         .post(app.at("/login"))
-        .header(COOKIE, &cookie)
+        .header(COOKIE, cookies.header())
         .header(ORIGIN, public)
         .header("x-forwarded-proto", "https")
         .form(&[("csrf", csrf.as_str())])
@@ -313,20 +347,33 @@ async fn behind_a_tls_ending_balancer_the_https_app_url_works_over_plain_http() 
         .await
         .expect("POST /login");
     assert_eq!(started.status(), StatusCode::SEE_OTHER);
+    assert_eq!(cookies.take(&started), 1, "the session starts here");
     let callback = app.approve(&client, &location(&started)).await;
     assert!(
         callback.starts_with(&format!("{public}/callback?")),
         "{callback}"
     );
+    let before_login = cookies.header();
     let finished = client
         .get(callback.replacen(public, &app.url, 1))
-        .header(COOKIE, &cookie)
+        .header(COOKIE, cookies.header())
         .header("x-forwarded-proto", "https")
         .send()
         .await
         .expect("GET /callback");
     assert_eq!(finished.status(), StatusCode::SEE_OTHER);
-    cookie = session_cookie(&finished).expect("a new session id after login");
+    assert_eq!(
+        cookies.take(&finished),
+        2,
+        "a new session id and a new CSRF cookie after login"
+    );
+    assert!(
+        before_login
+            .split("; ")
+            .all(|cookie| !cookies.header().contains(cookie)),
+        "both cookies changed at login"
+    );
+    let cookie = cookies.header();
     let same_site = client
         .post(app.at("/tokens"))
         .header(COOKIE, &cookie)

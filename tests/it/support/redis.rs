@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fred::prelude::{Builder, ClientLike as _, Config, KeysInterface as _};
+use fred::prelude::{Builder, ClientLike as _, Config, KeysInterface as _, SetsInterface as _};
 use fred::types::config::TlsConnector;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use rustls::pki_types::CertificateDer;
@@ -188,7 +188,8 @@ impl RedisServer {
         client
     }
 
-    /// Every key the server under test wrote, with its value and TTL (s).
+    /// Every key the server under test wrote, with its value (a set's
+    /// members joined by commas, sorted) and TTL (s).
     pub async fn records(&self) -> Vec<(String, String, i64)> {
         let client = self.client().await;
         let keys: Vec<String> = client
@@ -197,7 +198,17 @@ impl RedisServer {
             .expect("KEYS");
         let mut records = Vec::new();
         for key in keys {
-            let value: Option<String> = client.get(&key).await.expect("GET");
+            let kind: String = client
+                .custom(fred::cmd!("TYPE"), vec![key.clone()])
+                .await
+                .expect("TYPE");
+            let value: Option<String> = if kind == "set" {
+                let mut members: Vec<String> = client.smembers(&key).await.expect("SMEMBERS");
+                members.sort();
+                Some(members.join(","))
+            } else {
+                client.get(&key).await.expect("GET")
+            };
             let ttl: i64 = client.ttl(&key).await.expect("TTL");
             if let Some(value) = value {
                 records.push((key, value, ttl));

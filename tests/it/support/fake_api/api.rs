@@ -34,6 +34,10 @@ const DOWNLOAD_CHUNK: u64 = 64 * 1024;
 pub(super) fn router(state: SharedState) -> Router<SharedState> {
     Router::new()
         .route("/v2/self", get(get_self))
+        .route(
+            "/v2/self/tokens/{token}",
+            axum::routing::delete(revoke_own_token),
+        )
         .route("/v2/summary", get(summary))
         .route("/stream/sse", get(sse))
         .route("/download", get(download))
@@ -110,10 +114,20 @@ async fn add_api_headers(mut response: Response) -> Response {
 }
 
 fn fake_user() -> Value {
+    user_named(FAKE_USER_ID)
+}
+
+/// The account of `id`: the fake's own user, or another person.
+fn user_named(id: &str) -> Value {
+    let (name, email) = if id == FAKE_USER_ID {
+        (FAKE_USER_NAME.to_owned(), FAKE_USER_EMAIL.to_owned())
+    } else {
+        (format!("Someone {id}"), format!("{id}@example.com"))
+    };
     json!({
-        "id": FAKE_USER_ID,
-        "name": FAKE_USER_NAME,
-        "email": FAKE_USER_EMAIL,
+        "id": id,
+        "name": name,
+        "email": email,
         "avatar": "https://example.com/avatars/ada.png",
         "creationDate": 1_437_000_000_000_u64,
         "lang": "EN",
@@ -121,8 +135,40 @@ fn fake_user() -> Value {
     })
 }
 
-async fn get_self() -> Json<Value> {
-    Json(fake_user())
+/// Whom the calling token belongs to; 403 when the fake is told to refuse
+/// (a consumer without the right to read the account).
+async fn get_self(
+    State(state): State<SharedState>,
+    Extension(caller): Extension<Caller>,
+) -> Response {
+    let mut state = lock(&state);
+    state.note_identity_check(&caller.token);
+    if state.refuse_self {
+        return (
+            axum::http::StatusCode::FORBIDDEN,
+            Json(json!({"error": "this consumer may not read the account"})),
+        )
+            .into_response();
+    }
+    let user = state.owner_of(&caller.token).unwrap_or(FAKE_USER_ID);
+    Json(user_named(user)).into_response()
+}
+
+/// `DELETE /v2/self/tokens/{token}`: a token revokes itself (and only
+/// itself); calls signed with it are refused afterwards.
+async fn revoke_own_token(
+    State(state): State<SharedState>,
+    Extension(caller): Extension<Caller>,
+    axum::extract::Path(token): axum::extract::Path<String>,
+    request: Request,
+) -> Response {
+    if token != caller.token {
+        // Not its own: the proxy tests' echo of any path.
+        let (parts, body) = request.into_parts();
+        return echo(Extension(caller), Request::from_parts(parts, body)).await;
+    }
+    lock(&state).revoke_access_token(&token);
+    axum::http::StatusCode::NO_CONTENT.into_response()
 }
 
 async fn summary() -> Json<Value> {

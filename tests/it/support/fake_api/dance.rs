@@ -26,6 +26,8 @@ pub(super) fn router() -> Router<SharedState> {
 #[derive(Debug, Deserialize)]
 struct AuthorizeParams {
     oauth_token: String,
+    /// Who approves (a test's choice; the fake's one user by default).
+    user: Option<String>,
 }
 
 async fn request_token(State(state): State<SharedState>, parts: Parts, body: Bytes) -> Response {
@@ -76,7 +78,8 @@ async fn approve(
     State(state): State<SharedState>,
     Form(params): Form<AuthorizeParams>,
 ) -> Response {
-    let Some((callback, verifier)) = lock(&state).approve(&params.oauth_token) else {
+    let user = params.user.as_deref().unwrap_or(FAKE_USER_ID);
+    let Some((callback, verifier)) = lock(&state).approve(&params.oauth_token, user) else {
         return unknown_token_page();
     };
     let separator = if callback.contains('?') { '&' } else { '?' };
@@ -84,7 +87,7 @@ async fn approve(
         "{callback}{separator}oauth_token={}&oauth_verifier={}&user={}",
         percent_encode(&params.oauth_token),
         percent_encode(&verifier),
-        percent_encode(FAKE_USER_ID),
+        percent_encode(user),
     );
     Redirect::to(&location).into_response()
 }

@@ -138,7 +138,13 @@ impl FakeApi {
     /// Issues an access token to `consumer_key` without the dance, for tests
     /// that only need a logged-in caller.
     pub fn issue_access_token(&self, consumer_key: &str) -> IssuedToken {
-        lock(&self.state).issue_access_token(consumer_key)
+        lock(&self.state).issue_access_token(consumer_key, FAKE_USER_ID)
+    }
+
+    /// `GET /v2/self` answers 403 (`true`), as it does for a consumer
+    /// without the right to read the account, or the token's user.
+    pub fn refuse_self(&self, refuse: bool) {
+        lock(&self.state).refuse_self = refuse;
     }
 
     /// Every request received so far, refused ones included, oldest first.
@@ -146,13 +152,22 @@ impl FakeApi {
         lock(&self.state).requests.clone()
     }
 
-    /// How many requests went to the API, i.e. outside `/v2/oauth/`.
+    /// How many requests went to the API outside the login: not to
+    /// `/v2/oauth/`, and not a login's identity check (`GET /v2/self` with
+    /// the token just issued).
     pub fn api_request_count(&self) -> usize {
-        lock(&self.state)
+        let state = lock(&self.state);
+        let outside_oauth = state
             .requests
             .iter()
             .filter(|request| !request.path.starts_with(OAUTH_PREFIX))
-            .count()
+            .count();
+        outside_oauth - state.identity_checks
+    }
+
+    /// How many logins asked the API whom their token is for.
+    pub fn identity_checks(&self) -> usize {
+        lock(&self.state).identity_checks
     }
 
     /// Access tokens issued so far.

@@ -57,6 +57,8 @@ pub struct IssuedToken {
     pub consumer_key: String,
     /// ISO 8601, exactly as sent in the access-token answer.
     pub expiration_date: String,
+    /// The Clever Cloud user who approved it, as `/v2/self` tells.
+    pub user_id: String,
 }
 
 /// A request token not yet exchanged for an access token.
@@ -72,6 +74,8 @@ pub struct PendingRequestToken {
     pub callback: String,
     /// Set once the user approved on the authorize page.
     pub verifier: Option<String>,
+    /// Who approved it.
+    pub approved_by: Option<String>,
 }
 
 /// Why the fake refuses a call: a status and a short human reason.
@@ -138,6 +142,13 @@ pub(super) struct State {
     pub sockets: Vec<super::sockets::FakeSocket>,
     /// How new real-time sockets behave.
     pub socket_settings: super::sockets::SocketSettings,
+    /// `/v2/self` answers 403, as for a consumer without that right.
+    pub refuse_self: bool,
+    /// Access tokens issued by the dance and not yet asked about.
+    awaiting_identity: HashSet<String>,
+    /// How many `GET /v2/self` were a login's identity check: the first
+    /// one with a token the dance just issued.
+    pub identity_checks: usize,
 }
 
 impl State {
@@ -242,20 +253,22 @@ impl State {
             consumer_key: consumer_key.to_owned(),
             callback: callback.to_owned(),
             verifier: None,
+            approved_by: None,
         };
         self.request_tokens.push(pending.clone());
         pending
     }
 
-    /// The user approved `token`: gives it a verifier. Returns the token's
+    /// `user` approved `token`: gives it a verifier. Returns the token's
     /// callback and the verifier, or `None` for an unknown token.
-    pub fn approve(&mut self, token: &str) -> Option<(String, String)> {
+    pub fn approve(&mut self, token: &str, user: &str) -> Option<(String, String)> {
         let pending = self
             .request_tokens
             .iter_mut()
             .find(|pending| pending.token == token)?;
         let verifier = random_token("fake-verifier-");
         pending.verifier = Some(verifier.clone());
+        pending.approved_by = Some(user.to_owned());
         Some((pending.callback.clone(), verifier))
     }
 
@@ -275,10 +288,38 @@ impl State {
             })
             .ok_or_else(|| Refusal::unauthorized("wrong oauth_verifier for this oauth_token"))?;
         let pending = self.request_tokens.remove(index);
-        Ok(self.issue_access_token(&pending.consumer_key))
+        let user = pending
+            .approved_by
+            .unwrap_or_else(|| super::FAKE_USER_ID.to_owned());
+        let issued = self.issue_access_token(&pending.consumer_key, &user);
+        self.awaiting_identity.insert(issued.token.clone());
+        Ok(issued)
     }
 
-    pub fn issue_access_token(&mut self, consumer_key: &str) -> IssuedToken {
+    /// Counts a `GET /v2/self` with `token` as a login's identity check
+    /// when it is the token's first.
+    pub fn note_identity_check(&mut self, token: &str) {
+        if self.awaiting_identity.remove(token) {
+            self.identity_checks += 1;
+        }
+    }
+
+    /// The user an access token was issued for.
+    pub fn owner_of(&self, token: &str) -> Option<&str> {
+        self.access_tokens
+            .iter()
+            .find(|issued| issued.token == token)
+            .map(|issued| issued.user_id.as_str())
+    }
+
+    /// Forgets access token `token`: calls signed with it are refused.
+    pub fn revoke_access_token(&mut self, token: &str) -> bool {
+        let before = self.access_tokens.len();
+        self.access_tokens.retain(|issued| issued.token != token);
+        self.access_tokens.len() < before
+    }
+
+    pub fn issue_access_token(&mut self, consumer_key: &str, user_id: &str) -> IssuedToken {
         let expiration = OffsetDateTime::now_utc()
             .replace_nanosecond(0)
             .expect("0 is a valid nanosecond")
@@ -287,6 +328,7 @@ impl State {
             token: random_token("fake-access-token-"),
             secret: random_token("fake-access-secret-"),
             consumer_key: consumer_key.to_owned(),
+            user_id: user_id.to_owned(),
             expiration_date: expiration
                 .format(&Rfc3339)
                 .expect("a UTC date formats as RFC 3339"),

@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 use chacha20poly1305::aead::{Aead as _, AeadCore as _, KeyInit as _, OsRng, Payload};
@@ -13,9 +12,8 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use hmac::{Hmac, Mac as _};
 use sha2::Sha256;
 use tower_sessions::session::{Id, Record};
-use tower_sessions::session_store::{self, SessionStore};
+use tower_sessions::session_store;
 
-use super::store::Backend;
 use crate::secret::Secret;
 
 /// The one field of a sealed record: nonce then ciphertext, base64. The
@@ -54,24 +52,23 @@ impl fmt::Debug for SealingKey {
     }
 }
 
-/// A backend whose records are sealed on the way in and opened on the way
-/// out. A record that does not open (another key, altered bytes) reads as
-/// no record at all.
-pub struct Sealed<B> {
-    inner: B,
+/// Seals records on their way to a backend and opens them on the way back.
+/// A record that does not open (another key, altered bytes) reads as no
+/// record at all.
+pub(crate) struct Sealer {
     cipher: XChaCha20Poly1305,
 }
 
-impl<B> Sealed<B> {
-    /// Seals `inner`'s records with `key`.
-    pub fn new(inner: B, key: &SealingKey) -> Self {
+impl Sealer {
+    /// Seals and opens with `key`.
+    pub(crate) fn new(key: &SealingKey) -> Self {
         Self {
-            inner,
             cipher: XChaCha20Poly1305::new(&key.0),
         }
     }
 
-    fn seal(&self, record: &Record) -> session_store::Result<Record> {
+    /// `record` with its data sealed, bound to its id.
+    pub(crate) fn seal(&self, record: &Record) -> session_store::Result<Record> {
         let plaintext = serde_json::to_vec(&record.data)
             .map_err(|error| session_store::Error::Encode(error.to_string()))?;
         let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
@@ -99,7 +96,7 @@ impl<B> Sealed<B> {
     }
 
     /// The record inside `sealed`, or `None` when it does not open.
-    fn open(&self, sealed: &Record) -> Option<Record> {
+    pub(crate) fn open(&self, sealed: &Record) -> Option<Record> {
         let encoded = sealed.data.get(SEALED_FIELD)?.as_str()?;
         let bytes = STANDARD_NO_PAD.decode(encoded).ok()?;
         if bytes.len() < NONCE_LEN {
@@ -132,54 +129,9 @@ fn associated_data(id: &Id) -> Vec<u8> {
     aad
 }
 
-impl<B: fmt::Debug> fmt::Debug for Sealed<B> {
+impl fmt::Debug for Sealer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Sealed")
-            .field("inner", &self.inner)
-            .finish_non_exhaustive()
-    }
-}
-
-#[async_trait]
-impl<B: Backend> SessionStore for Sealed<B> {
-    async fn create(&self, record: &mut Record) -> session_store::Result<()> {
-        let mut sealed = self.seal(record)?;
-        self.inner.create(&mut sealed).await?;
-        if sealed.id != record.id {
-            // The backend picked another id (a collision), and the seal is
-            // bound to the id: seal again under the new one.
-            record.id = sealed.id;
-            self.inner.save(&self.seal(record)?).await?;
-        }
-        Ok(())
-    }
-
-    async fn save(&self, record: &Record) -> session_store::Result<()> {
-        self.inner.save(&self.seal(record)?).await
-    }
-
-    async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
-        let Some(sealed) = self.inner.load(id).await? else {
-            return Ok(None);
-        };
-        let opened = self.open(&sealed);
-        if opened.is_none() {
-            tracing::warn!(
-                "a stored record does not decrypt (another SESSION_KEY, or altered): treated as no session"
-            );
-        }
-        Ok(opened)
-    }
-
-    async fn delete(&self, id: &Id) -> session_store::Result<()> {
-        self.inner.delete(id).await
-    }
-}
-
-#[async_trait]
-impl<B: Backend> Backend for Sealed<B> {
-    async fn is_available(&self) -> bool {
-        self.inner.is_available().await
+        f.write_str("Sealer([redacted])")
     }
 }
 
@@ -188,7 +140,6 @@ mod tests {
     use time::OffsetDateTime;
 
     use super::*;
-    use crate::session::MemoryStore;
 
     fn record_holding(secret: &str) -> Record {
         Record {
@@ -202,49 +153,36 @@ mod tests {
         SealingKey::derive(&Secret::new(text))
     }
 
-    #[tokio::test]
-    async fn records_round_trip_and_rest_sealed() -> session_store::Result<()> {
-        let memory = MemoryStore::default();
-        let store = Sealed::new(memory.clone(), &key("a key of at least thirty-two chars"));
-        let mut record = record_holding("token-secret-in-clear");
-        store.create(&mut record).await?;
+    #[test]
+    fn records_round_trip_and_rest_sealed() -> session_store::Result<()> {
+        let sealer = Sealer::new(&key("a key of at least thirty-two chars"));
+        let record = record_holding("token-secret-in-clear");
+        let sealed = sealer.seal(&record)?;
 
-        let raw = memory
-            .load(&record.id)
-            .await?
-            .ok_or(session_store::Error::Backend("nothing stored".to_owned()))?;
-        let raw_text = serde_json::to_string(&raw.data).unwrap_or_default();
+        let raw_text = serde_json::to_string(&sealed.data).unwrap_or_default();
         assert!(!raw_text.contains("token-secret"), "{raw_text}");
-        assert_eq!(raw.expiry_date, record.expiry_date);
-
-        let loaded = store.load(&record.id).await?;
-        assert_eq!(loaded.map(|r| r.data), Some(record.data));
+        assert_eq!(sealed.expiry_date, record.expiry_date);
+        assert_eq!(sealer.open(&sealed).map(|r| r.data), Some(record.data));
         Ok(())
     }
 
-    #[tokio::test]
-    async fn another_key_or_altered_bytes_read_as_no_session() -> session_store::Result<()> {
-        let memory = MemoryStore::default();
-        let writer = Sealed::new(memory.clone(), &key("the key the writer instance has ok"));
-        let mut record = record_holding("secret");
-        writer.create(&mut record).await?;
+    #[test]
+    fn another_key_another_id_or_altered_bytes_do_not_open() -> session_store::Result<()> {
+        let writer = Sealer::new(&key("the key the writer instance has ok"));
+        let record = record_holding("secret");
+        let sealed = writer.seal(&record)?;
 
-        let other = Sealed::new(memory.clone(), &key("a different key, of the right size"));
-        assert!(other.load(&record.id).await?.is_none());
-        assert!(
-            memory.load(&record.id).await?.is_some(),
-            "an unreadable record is left for the instances that can read it"
-        );
+        let other = Sealer::new(&key("a different key, of the right size"));
+        assert!(other.open(&sealed).is_none());
 
-        let mut moved = memory.load(&record.id).await?.unwrap_or(record.clone());
+        let mut moved = sealed.clone();
         moved.id = Id::default();
-        memory.save(&moved).await?;
         assert!(
-            writer.load(&moved.id).await?.is_none(),
+            writer.open(&moved).is_none(),
             "a sealed record copied under another id does not open"
         );
 
-        let mut altered = memory.load(&record.id).await?.unwrap_or(record.clone());
+        let mut altered = sealed.clone();
         let encoded = altered.data[SEALED_FIELD].as_str().unwrap_or_default();
         let mut bytes = STANDARD_NO_PAD.decode(encoded).unwrap_or_default();
         if let Some(last) = bytes.last_mut() {
@@ -254,12 +192,9 @@ mod tests {
             SEALED_FIELD.to_owned(),
             STANDARD_NO_PAD.encode(bytes).into(),
         );
-        memory.save(&altered).await?;
-        assert!(writer.load(&record.id).await?.is_none());
+        assert!(writer.open(&altered).is_none());
 
-        let mut plain = record_holding("not sealed at all");
-        memory.create(&mut plain).await?;
-        assert!(writer.load(&plain.id).await?.is_none());
+        assert!(writer.open(&record_holding("not sealed at all")).is_none());
         Ok(())
     }
 

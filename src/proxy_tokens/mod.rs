@@ -1,0 +1,624 @@
+//! Proxy tokens: long random bearer tokens that let a service use the proxy
+//! and relays with a person's OAuth tokens, without ever holding them.
+//!
+//! They live in the store (memory or Redis), so every instance sharing it
+//! sees them, and survive the browser's logout until revoked. Only hashes
+//! of a token are stored: the record's key and a verification hash compared
+//! in constant time.
+//!
+//! Each owner (see [`AccessGrant::owner`]) has a set of members, one per
+//! token, `PUBLIC_ID:RECORD_ID`: ids, never secrets. A token's record and
+//! its member are created together and deleted together, each in one atomic
+//! store operation, so no instance can lose track of a token that works.
+//! A member whose record expired is dropped when the set is read.
+//!
+//! A token authenticated in the last [`RECENT_TOKEN_TTL`] is trusted again
+//! without reading the store. Revoking a token forgets it at once on the
+//! instance that revoked it; other instances sharing a Redis store may
+//! accept it for up to that long after.
+
+mod cache;
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+use subtle::ConstantTimeEq as _;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tower_sessions::session::{Id, Record};
+use tower_sessions::session_store;
+
+pub use self::cache::RECENT_TOKEN_TTL;
+use self::cache::{Recent, RecentKey, RecentTokens};
+use crate::hex;
+use crate::oauth::grant::AccessGrant;
+use crate::secret::Secret;
+use crate::session::{SetInsert, SetKey, Store, random_token};
+
+/// Prefix of every proxy token, so they are easy to spot (and to scan for).
+pub const TOKEN_PREFIX: &str = "ocsp_";
+
+/// How long a proxy token lasts when the access token has no known expiry.
+const DEFAULT_LIFETIME: time::Duration = time::Duration::days(90);
+
+/// A use is written back at most this often, to spare the store.
+const LAST_USE_RESOLUTION: time::Duration = time::Duration::seconds(60);
+
+const TOKEN_FIELD: &str = "proxy_token";
+/// The per-owner index of earlier versions: one record, read, changed and
+/// written back. Read once more to move its entries into the owner's set.
+const LEGACY_INDEX_FIELD: &str = "proxy_token_index";
+
+/// The store failed, or holds something unreadable.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// The backend failed.
+    #[error("the token store is unavailable: {0}")]
+    Store(#[from] session_store::Error),
+    /// A record could not be (de)serialized.
+    #[error("a proxy-token record is unreadable: {0}")]
+    Record(#[from] serde_json::Error),
+    /// The owner holds as many live tokens as allowed.
+    #[error("{0} proxy tokens exist already, the most one person may hold: revoke one first")]
+    TooMany(usize),
+}
+
+/// What a listing shows of a token: never the token itself.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TokenInfo {
+    /// Public identifier, used to revoke.
+    pub id: String,
+    /// The name its creator gave it.
+    pub name: String,
+    /// When it was created.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When it was last used, to the minute.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_used_at: Option<OffsetDateTime>,
+}
+
+/// A token just created: the only time its value is known.
+#[derive(Debug, Serialize)]
+pub struct NewToken {
+    /// The bearer token to give to a service.
+    pub token: Secret,
+    /// Its description.
+    #[serde(flatten)]
+    pub info: TokenInfo,
+}
+
+/// A token's stored record.
+#[derive(Debug, Serialize, Deserialize)]
+struct TokenRecord {
+    info: TokenInfo,
+    /// SHA-256 of the token, compared in constant time.
+    verifier: String,
+    /// Whose set lists it.
+    owner: String,
+    /// The OAuth tokens it acts for.
+    grant: AccessGrant,
+}
+
+/// One member of an owner's set: which public id lives in which record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Member {
+    id: String,
+    record: Id,
+}
+
+impl Member {
+    fn encode(&self) -> String {
+        format!("{}:{}", self.id, self.record.0)
+    }
+
+    fn decode(text: &str) -> Option<Self> {
+        let (id, record) = text.split_once(':')?;
+        Some(Self {
+            id: id.to_owned(),
+            record: Id(record.parse().ok()?),
+        })
+    }
+}
+
+/// An entry of the legacy index record.
+#[derive(Deserialize)]
+struct LegacyIndexEntry {
+    id: String,
+    /// The record's id, as a string: JSON numbers cannot hold an `i128`.
+    record: String,
+}
+
+/// Creates, lists, checks and revokes proxy tokens.
+#[derive(Debug)]
+pub struct ProxyTokens {
+    store: Store,
+    /// Live tokens one owner may hold at once.
+    per_owner: usize,
+    recent: RecentTokens,
+}
+
+impl ProxyTokens {
+    /// Tokens kept in `store`, at most `per_owner` live ones per owner.
+    pub fn new(store: Store, per_owner: usize) -> Self {
+        Self {
+            store,
+            per_owner,
+            recent: RecentTokens::default(),
+        }
+    }
+
+    /// Creates a token named `name` acting for `grant`; refused past the
+    /// owner's limit.
+    pub async fn create(&self, grant: &AccessGrant, name: &str) -> Result<NewToken, TokenError> {
+        let owner = grant.owner();
+        let set = owner_set(&owner);
+        // Expired tokens do not count against the limit.
+        self.live_records(&owner).await?;
+        let now = now_to_the_second();
+        let expiry_date = grant
+            .expiration_date
+            .as_deref()
+            .and_then(|date| OffsetDateTime::parse(date, &Rfc3339).ok())
+            .filter(|date| *date > now)
+            .unwrap_or(now + DEFAULT_LIFETIME);
+        loop {
+            let token = format!("{TOKEN_PREFIX}{}", random_token());
+            let info = TokenInfo {
+                id: public_id(&token),
+                name: name.to_owned(),
+                created_at: now,
+                last_used_at: None,
+            };
+            let record = TokenRecord {
+                info: info.clone(),
+                verifier: verifier(&token),
+                owner: owner.clone(),
+                grant: grant.clone(),
+            };
+            let member = Member {
+                id: info.id.clone(),
+                record: token_record_id(&token),
+            };
+            let stored = single_field_record(member.record, TOKEN_FIELD, &record, expiry_date)?;
+            match self
+                .store
+                .create_in_set(&stored, &set, &member.encode(), self.per_owner, expiry_date)
+                .await?
+            {
+                SetInsert::Created => {
+                    return Ok(NewToken {
+                        token: Secret::new(token),
+                        info,
+                    });
+                }
+                SetInsert::SetFull => return Err(TokenError::TooMany(self.per_owner)),
+                // 128 random bits met another token's: draw again.
+                SetInsert::IdTaken => {}
+            }
+        }
+    }
+
+    /// The tokens of `grant`'s owner, oldest first.
+    pub async fn list(&self, grant: &AccessGrant) -> Result<Vec<TokenInfo>, TokenError> {
+        let mut tokens: Vec<_> = self
+            .live_records(&grant.owner())
+            .await?
+            .into_iter()
+            .map(|(_, record)| record.info)
+            .collect();
+        tokens.sort_by_key(|info| info.created_at);
+        Ok(tokens)
+    }
+
+    /// Revokes the owner's token `id`; `false` when there is none.
+    pub async fn revoke(&self, grant: &AccessGrant, id: &str) -> Result<bool, TokenError> {
+        let owner = grant.owner();
+        self.migrate_legacy_index(&owner).await?;
+        let members = self.members(&owner).await?;
+        let Some(member) = members.into_iter().find(|member| member.id == id) else {
+            return Ok(false);
+        };
+        self.delete(&owner, &member).await
+    }
+
+    /// Revokes every token made from this very grant (its access token),
+    /// leaving the owner's tokens from other logins; how many.
+    pub async fn revoke_made_from(&self, grant: &AccessGrant) -> Result<usize, TokenError> {
+        let owner = grant.owner();
+        let mut revoked = 0;
+        for (member, record) in self.live_records(&owner).await? {
+            if record.grant.token == grant.token && self.delete(&owner, &member).await? {
+                revoked += 1;
+            }
+        }
+        Ok(revoked)
+    }
+
+    async fn delete(&self, owner: &str, member: &Member) -> Result<bool, TokenError> {
+        let removed = self
+            .store
+            .delete_in_set(&member.record, &owner_set(owner), &member.encode())
+            .await?;
+        self.recent.forget(&member.id);
+        Ok(removed)
+    }
+
+    /// The grant `presented` acts for, if it is a live token.
+    pub async fn authenticate(
+        &self,
+        presented: &str,
+    ) -> Result<Option<(TokenInfo, AccessGrant)>, TokenError> {
+        if !presented.starts_with(TOKEN_PREFIX) {
+            return Ok(None);
+        }
+        let recent_key = RecentKey::of(presented);
+        let checked_at = Instant::now();
+        if let Some(recent) = self.recent.get(&recent_key, checked_at) {
+            return Ok(Some(recent));
+        }
+        let presented_verifier = verifier(presented);
+        let generation = self.recent.generation();
+        let id = token_record_id(presented);
+        let Some((mut record, expiry_date)) = self.load_token(id).await? else {
+            return Ok(None);
+        };
+        let matches: bool = record
+            .verifier
+            .as_bytes()
+            .ct_eq(presented_verifier.as_bytes())
+            .into();
+        if !matches {
+            return Ok(None);
+        }
+        let now = now_to_the_second();
+        let stale = record
+            .info
+            .last_used_at
+            .is_none_or(|last| now - last >= LAST_USE_RESOLUTION);
+        if stale {
+            record.info.last_used_at = Some(now);
+            // Update-only: a revocation that came meanwhile stays.
+            let updated = self
+                .store
+                .update_record(&single_field_record(id, TOKEN_FIELD, &record, expiry_date)?)
+                .await?;
+            if !updated {
+                return Ok(None);
+            }
+        }
+        self.recent.remember(
+            recent_key,
+            generation,
+            Recent::new(
+                checked_at,
+                expiry_date,
+                record.info.clone(),
+                record.grant.clone(),
+            ),
+        );
+        Ok(Some((record.info, record.grant)))
+    }
+
+    /// The owner's members and their live records; members whose record is
+    /// gone (expired) are removed from the set.
+    async fn live_records(&self, owner: &str) -> Result<Vec<(Member, TokenRecord)>, TokenError> {
+        self.migrate_legacy_index(owner).await?;
+        let mut live = Vec::new();
+        let mut dead = Vec::new();
+        for member in self.members(owner).await? {
+            match self.load_token(member.record).await? {
+                Some((record, _)) => live.push((member, record)),
+                None => dead.push(member.encode()),
+            }
+        }
+        self.store.remove_members(&owner_set(owner), &dead).await?;
+        Ok(live)
+    }
+
+    async fn members(&self, owner: &str) -> Result<Vec<Member>, TokenError> {
+        let members = self.store.members(&owner_set(owner)).await?;
+        Ok(members
+            .iter()
+            .filter_map(|member| Member::decode(member))
+            .collect())
+    }
+
+    async fn load_token(
+        &self,
+        id: Id,
+    ) -> Result<Option<(TokenRecord, OffsetDateTime)>, TokenError> {
+        let Some(mut record) = self.store.load_record(&id).await? else {
+            return Ok(None);
+        };
+        let Some(value) = record.data.remove(TOKEN_FIELD) else {
+            return Ok(None);
+        };
+        Ok(Some((serde_json::from_value(value)?, record.expiry_date)))
+    }
+
+    /// Moves the entries of an index record written by an earlier version
+    /// into the owner's set, then deletes that record. Both steps can be
+    /// repeated by several instances at once without harm.
+    async fn migrate_legacy_index(&self, owner: &str) -> Result<(), TokenError> {
+        let id = legacy_index_record_id(owner);
+        let Some(mut record) = self.store.load_record(&id).await? else {
+            return Ok(());
+        };
+        let entries: Vec<LegacyIndexEntry> = match record.data.remove(LEGACY_INDEX_FIELD) {
+            Some(value) => serde_json::from_value(value)?,
+            None => Vec::new(),
+        };
+        let members: Vec<String> = entries
+            .iter()
+            .filter_map(|entry| {
+                let record = Id(entry.record.parse().ok()?);
+                Some(
+                    Member {
+                        id: entry.id.clone(),
+                        record,
+                    }
+                    .encode(),
+                )
+            })
+            .collect();
+        self.store
+            .add_members(&owner_set(owner), &members, record.expiry_date)
+            .await?;
+        self.store.delete_record(&id).await?;
+        Ok(())
+    }
+}
+
+fn now_to_the_second() -> OffsetDateTime {
+    let now = OffsetDateTime::now_utc();
+    now.replace_nanosecond(0).unwrap_or(now)
+}
+
+fn sha256(parts: &[&[u8]]) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update(part);
+    }
+    hasher.finalize().into()
+}
+
+/// A store key derived from `value`; the domain keeps kinds apart.
+fn derived_id(domain: &str, value: &str) -> Id {
+    let digest = sha256(&[domain.as_bytes(), value.as_bytes()]);
+    let mut half = [0_u8; 16];
+    half.copy_from_slice(&digest[..16]);
+    Id(i128::from_le_bytes(half))
+}
+
+fn token_record_id(token: &str) -> Id {
+    derived_id("ocs/proxy-token/record/", token)
+}
+
+fn legacy_index_record_id(owner: &str) -> Id {
+    derived_id("ocs/proxy-token/index/", owner)
+}
+
+/// The set of `owner`'s tokens, named by a hash: no person in clear.
+fn owner_set(owner: &str) -> SetKey {
+    SetKey(hex::encode(
+        &sha256(&[b"ocs/proxy-token/set/", owner.as_bytes()])[..16],
+    ))
+}
+
+fn verifier(token: &str) -> String {
+    hex::encode(&sha256(&[b"ocs/proxy-token/verify/", token.as_bytes()]))
+}
+
+fn public_id(token: &str) -> String {
+    hex::encode(&sha256(&[b"ocs/proxy-token/public-id/", token.as_bytes()])[..8])
+}
+
+fn single_field_record<T: Serialize>(
+    id: Id,
+    field: &str,
+    value: &T,
+    expiry_date: OffsetDateTime,
+) -> Result<Record, TokenError> {
+    let data = HashMap::from([(field.to_owned(), serde_json::to_value(value)?)]);
+    Ok(Record {
+        id,
+        data,
+        expiry_date,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oauth::grant::{ApiUser, Consumer};
+    use crate::session::{MemoryStore, SealingKey};
+
+    fn grant(user: &str) -> AccessGrant {
+        AccessGrant {
+            token: format!("access-{user}"),
+            secret: Secret::new("access-secret"),
+            consumer: Consumer::Operator,
+            user: Some(ApiUser {
+                id: user.to_owned(),
+                name: None,
+                email: None,
+            }),
+            expiration_date: None,
+        }
+    }
+
+    fn tokens_with_limit(per_owner: usize) -> ProxyTokens {
+        ProxyTokens::new(
+            Store::new(MemoryStore::default(), &SealingKey::random()),
+            per_owner,
+        )
+    }
+
+    fn tokens() -> ProxyTokens {
+        tokens_with_limit(50)
+    }
+
+    fn refused() -> TokenError {
+        TokenError::Record(serde_json::Error::io(std::io::Error::other(
+            "token refused",
+        )))
+    }
+
+    #[tokio::test]
+    async fn a_token_works_until_revoked() -> Result<(), TokenError> {
+        let tokens = tokens();
+        let ada = grant("ada");
+        let created = tokens.create(&ada, "ci").await?;
+        let value = created.token.expose().to_owned();
+        assert!(
+            value.len() >= TOKEN_PREFIX.len() + 43,
+            "256 bits of randomness"
+        );
+
+        let (info, acting_for) = tokens.authenticate(&value).await?.ok_or_else(refused)?;
+        assert_eq!(info.id, created.info.id);
+        assert_eq!(acting_for.token, ada.token);
+        assert!(info.last_used_at.is_some());
+
+        // Accepted again (from what this instance remembers), then refused
+        // as soon as it is revoked here.
+        assert!(tokens.authenticate(&value).await?.is_some());
+        assert!(tokens.revoke(&ada, &created.info.id).await?);
+        assert!(tokens.authenticate(&value).await?.is_none());
+        assert!(tokens.list(&ada).await?.is_empty());
+        assert!(!tokens.revoke(&ada, &created.info.id).await?, "once");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn listing_and_revoking_are_per_owner() -> Result<(), TokenError> {
+        let tokens = tokens();
+        let (ada, bob) = (grant("ada"), grant("bob"));
+        let first = tokens.create(&ada, "first").await?;
+        tokens.create(&ada, "second").await?;
+        tokens.create(&bob, "bob's").await?;
+
+        let names: Vec<_> = tokens
+            .list(&ada)
+            .await?
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
+        assert_eq!(names, ["first", "second"]);
+        assert!(
+            !tokens.revoke(&bob, &first.info.id).await?,
+            "bob cannot revoke ada's token"
+        );
+        assert!(tokens.authenticate(first.token.expose()).await?.is_some());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn an_owner_holds_at_most_the_limit() -> Result<(), TokenError> {
+        let tokens = tokens_with_limit(3);
+        let ada = grant("ada");
+        let mut made = Vec::new();
+        for n in 0..3 {
+            made.push(tokens.create(&ada, &format!("t{n}")).await?);
+        }
+        assert!(matches!(
+            tokens.create(&ada, "one more").await,
+            Err(TokenError::TooMany(3))
+        ));
+        tokens.create(&grant("bob"), "bob's own").await?;
+        tokens.revoke(&ada, &made[0].info.id).await?;
+        tokens.create(&ada, "after a revoke").await?;
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn revoking_a_grant_takes_only_its_own_tokens() -> Result<(), TokenError> {
+        let tokens = tokens();
+        let first_login = grant("ada");
+        let mut second_login = grant("ada");
+        second_login.token = "another-access-token".to_owned();
+        let old = tokens.create(&first_login, "from the first login").await?;
+        let new = tokens.create(&second_login, "from the second").await?;
+
+        assert_eq!(tokens.revoke_made_from(&first_login).await?, 1);
+        assert!(tokens.authenticate(old.token.expose()).await?.is_none());
+        assert!(tokens.authenticate(new.token.expose()).await?.is_some());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn near_misses_are_refused() -> Result<(), TokenError> {
+        let tokens = tokens();
+        let created = tokens.create(&grant("ada"), "ci").await?;
+        let value = created.token.expose();
+        let mut altered = value.to_owned();
+        altered.pop();
+        altered.push(if value.ends_with('A') { 'B' } else { 'A' });
+        // Also after the real token was just accepted (and remembered).
+        assert!(tokens.authenticate(value).await?.is_some());
+        assert!(tokens.authenticate(&altered).await?.is_none());
+        assert!(tokens.authenticate("").await?.is_none());
+        assert!(
+            tokens
+                .authenticate(&value[TOKEN_PREFIX.len()..])
+                .await?
+                .is_none()
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_legacy_index_is_moved_into_the_set() -> Result<(), TokenError> {
+        let store = Store::new(MemoryStore::default(), &SealingKey::random());
+        let tokens = ProxyTokens::new(store.clone(), 50);
+        let ada = grant("ada");
+        let created = tokens.create(&ada, "old").await?;
+        // What an earlier version kept: the index record, and no set member.
+        let member = tokens.members(&ada.owner()).await?.remove(0);
+        store
+            .remove_members(&owner_set(&ada.owner()), &[member.encode()])
+            .await?;
+        let legacy = serde_json::json!([{"id": member.id, "record": member.record.0.to_string()}]);
+        let mut index = single_field_record(
+            legacy_index_record_id(&ada.owner()),
+            LEGACY_INDEX_FIELD,
+            &legacy,
+            OffsetDateTime::now_utc() + time::Duration::days(1),
+        )?;
+        tower_sessions::SessionStore::create(&store, &mut index).await?;
+
+        let listed = tokens.list(&ada).await?;
+        assert_eq!(listed.len(), 1);
+        assert!(tokens.revoke(&ada, &created.info.id).await?);
+        assert!(tokens.authenticate(created.token.expose()).await?.is_none());
+        Ok(())
+    }
+
+    #[test]
+    fn the_stored_record_and_its_member_hold_no_token() -> Result<(), TokenError> {
+        let token = "ocsp_example";
+        let record = TokenRecord {
+            info: TokenInfo {
+                id: public_id(token),
+                name: "n".into(),
+                created_at: now_to_the_second(),
+                last_used_at: None,
+            },
+            verifier: verifier(token),
+            owner: "o".into(),
+            grant: grant("ada"),
+        };
+        let stored = serde_json::to_string(&record)?;
+        assert!(!stored.contains(token));
+        let member = Member {
+            id: public_id(token),
+            record: token_record_id(token),
+        };
+        assert!(!member.encode().contains("example"));
+        assert_eq!(Member::decode(&member.encode()), Some(member));
+        Ok(())
+    }
+}
