@@ -11,6 +11,8 @@ mod operate;
 mod proxy;
 mod redis;
 mod relay;
+mod store_conformance;
 mod support;
 mod tokens;
+mod trust;
 mod ui;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use oauth_consumer_server::config::Config;
 use oauth_consumer_server::relay::RelayRegistry;
+use oauth_consumer_server::session::Store;
 use reqwest::header::LOCATION;
 use reqwest::{Client, Response, StatusCode};
 use tokio::net::TcpListener;
@@ -56,6 +57,8 @@ pub struct TestApp {
     pub options: Options,
     /// The server's open relays (none for an attached server).
     relays: Option<Arc<RelayRegistry>>,
+    /// The server's store (none for an attached server).
+    store: Option<Store>,
     shutdown: CancellationToken,
 }
 
@@ -152,6 +155,7 @@ impl TestApp {
             .await
             .expect("the app builds");
         let relays = Some(app.state.relays.clone());
+        let store = Some(app.state.store.clone());
         // The binary's own serve loop: connection info, graceful shutdown.
         tokio::spawn(oauth_consumer_server::serve::serve(listener, app));
         Self {
@@ -160,6 +164,7 @@ impl TestApp {
             api,
             options,
             relays,
+            store,
             shutdown,
         }
     }
@@ -173,6 +178,7 @@ impl TestApp {
             api: Arc::new(api),
             options,
             relays: None,
+            store: None,
             shutdown: CancellationToken::new(),
         }
     }
@@ -182,6 +188,15 @@ impl TestApp {
         self.relays
             .as_deref()
             .expect("the relays of a server in another process are out of reach")
+    }
+
+    /// How many records and sets the embedded store holds (`None` for a
+    /// Redis store).
+    pub fn embedded_store_len(&self) -> Option<usize> {
+        self.store
+            .as_ref()
+            .expect("the store of a server in another process is out of reach")
+            .embedded_len()
     }
 
     /// Starts the server's shutdown, as SIGTERM would.
@@ -260,6 +275,12 @@ impl TestApp {
     /// Plays the person on the API's authorize page: opens `authorize_url`,
     /// clicks "Approve", and returns the callback URL the API redirects to.
     pub async fn approve(&self, client: &Client, authorize_url: &str) -> String {
+        self.approve_as(client, authorize_url, super::fake_api::FAKE_USER_ID)
+            .await
+    }
+
+    /// [`Self::approve`] by the Clever Cloud user `user`.
+    pub async fn approve_as(&self, client: &Client, authorize_url: &str, user: &str) -> String {
         let page = client
             .get(authorize_url)
             .send()
@@ -271,7 +292,7 @@ impl TestApp {
         let token = hidden_field(&page, "oauth_token").expect("authorize page names its token");
         let approved = client
             .post(format!("{}/v2/oauth/authorize", self.api.url()))
-            .form(&[("oauth_token", token)])
+            .form(&[("oauth_token", token.as_str()), ("user", user)])
             .send()
             .await
             .expect("POST approve");
@@ -282,13 +303,18 @@ impl TestApp {
     /// The whole dance with `client`: login, approve, callback. Panics
     /// unless it ends logged in.
     pub async fn log_in(&self, client: &Client) {
+        self.log_in_as(client, super::fake_api::FAKE_USER_ID).await;
+    }
+
+    /// [`Self::log_in`] as the Clever Cloud user `user`.
+    pub async fn log_in_as(&self, client: &Client, user: &str) {
         let started = self.start_login(client).await;
         let status = started.status();
         if status != StatusCode::SEE_OTHER {
             let page = started.text().await.unwrap_or_default();
             panic!("POST /login answered {status}: {page}");
         }
-        let callback = self.approve(client, &location(&started)).await;
+        let callback = self.approve_as(client, &location(&started), user).await;
         let finished = client.get(callback).send().await.expect("GET /callback");
         assert_eq!(
             finished.status(),
@@ -310,6 +336,28 @@ impl TestApp {
             .expect("POST /tokens");
         assert_eq!(response.status(), StatusCode::CREATED, "POST /tokens");
         response.json().await.expect("POST /tokens answers JSON")
+    }
+
+    /// The ids of the proxy tokens `client`'s session lists.
+    pub async fn listed_token_ids(&self, client: &Client) -> Vec<String> {
+        let response = self.get(client, "/tokens").await;
+        assert_eq!(response.status(), StatusCode::OK, "GET /tokens");
+        let tokens: Vec<serde_json::Value> = response.json().await.expect("token list");
+        tokens
+            .iter()
+            .filter_map(|token| token["id"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// What `GET /api/v2/self` answers a service with proxy token `token`.
+    pub async fn bearer_status(&self, token: &str) -> StatusCode {
+        service_client()
+            .get(self.at("/api/v2/self"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("GET /api/v2/self with a proxy token")
+            .status()
     }
 
     /// Logs `client` out with the logout form.

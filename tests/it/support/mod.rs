@@ -13,4 +13,4 @@ pub mod process;
 pub mod redis;
 
 pub use app::{ConsumerMode, Options, TestApp, browser, element_text, location, service_client};
-pub use fake_api::{FakeApi, Mode};
+pub use fake_api::{FAKE_USER_ID, FakeApi, Mode};

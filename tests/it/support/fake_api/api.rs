@@ -143,6 +143,13 @@ async fn get_self(
 ) -> Response {
     let mut state = lock(&state);
     state.note_identity_check(&caller.token);
+    if state.fail_self {
+        return (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"error": "down for maintenance"})),
+        )
+            .into_response();
+    }
     if state.refuse_self {
         return (
             axum::http::StatusCode::FORBIDDEN,

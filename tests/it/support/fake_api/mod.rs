@@ -147,6 +147,11 @@ impl FakeApi {
         lock(&self.state).refuse_self = refuse;
     }
 
+    /// `GET /v2/self` answers 503 (`true`): the API is failing.
+    pub fn fail_self(&self, fail: bool) {
+        lock(&self.state).fail_self = fail;
+    }
+
     /// Every request received so far, refused ones included, oldest first.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         lock(&self.state).requests.clone()

@@ -144,6 +144,8 @@ pub(super) struct State {
     pub socket_settings: super::sockets::SocketSettings,
     /// `/v2/self` answers 403, as for a consumer without that right.
     pub refuse_self: bool,
+    /// `/v2/self` answers 503, as an API that is failing.
+    pub fail_self: bool,
     /// Access tokens issued by the dance and not yet asked about.
     awaiting_identity: HashSet<String>,
     /// How many `GET /v2/self` were a login's identity check: the first
