@@ -481,7 +481,7 @@ fn public_id(token: &str) -> String {
 
 /// Whose list a token joins: the Clever Cloud user (per consumer), or the
 /// access token itself when the API did not name the user.
-fn owner_of(grant: &AccessGrant) -> String {
+pub(crate) fn owner_of(grant: &AccessGrant) -> String {
     let consumer = match &grant.consumer {
         crate::session::Consumer::Operator => "operator",
         crate::session::Consumer::Visitor { key, .. } => key.as_str(),
