@@ -105,6 +105,8 @@ pub enum UpstreamOutcome {
     Unreachable,
     /// The API answered something unusable.
     Invalid,
+    /// No connection to the API was free in time (`API_MAX_CONNECTIONS`).
+    PoolFull,
 }
 
 impl UpstreamOutcome {
@@ -119,6 +121,7 @@ impl UpstreamOutcome {
             Self::Timeout => "timeout",
             Self::Unreachable => "unreachable",
             Self::Invalid => "invalid",
+            Self::PoolFull => "pool_full",
         }
     }
 

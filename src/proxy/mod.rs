@@ -82,11 +82,12 @@ impl<S: Sync> FromRequestParts<S> for ForwardedMethod {
 /// follows no redirect: a redirect is the API's answer to the client, and
 /// following it here would send a signed request wherever it points.
 pub fn client(config: &Config) -> Result<ApiClient, upstream::UrlNotAnOrigin> {
-    ApiClient::new(
-        &config.api_host,
-        config.api_connect_timeout(),
-        config.api_idle_timeout(),
-    )
+    let limits = upstream::PoolLimits {
+        connect_timeout: config.api_connect_timeout(),
+        idle_timeout: config.api_idle_timeout(),
+        max_connections: usize::try_from(config.api_max_connections).unwrap_or(usize::MAX),
+    };
+    ApiClient::new(&config.api_host, limits)
 }
 
 /// Why a request was not forwarded, or got no answer from the API.
@@ -117,6 +118,11 @@ pub enum ProxyError {
     /// Connecting took longer than `API_CONNECT_TIMEOUT_SECS`.
     #[error("the Clever Cloud API did not accept a connection in time")]
     ConnectTimeout(#[source] UpstreamError),
+    /// Every connection of this worker's pool stayed busy.
+    #[error(
+        "every connection to the Clever Cloud API is busy (API_MAX_CONNECTIONS); try again shortly"
+    )]
+    PoolFull(#[source] UpstreamError),
     /// The API stayed silent longer than `API_IDLE_TIMEOUT_SECS`.
     #[error("the Clever Cloud API stopped answering (idle time-out)")]
     IdleTimeout(#[source] UpstreamError),
@@ -127,6 +133,9 @@ pub enum ProxyError {
 
 impl ProxyError {
     fn upstream(error: UpstreamError) -> Self {
+        if matches!(error, UpstreamError::PoolFull) {
+            return Self::PoolFull(error);
+        }
         match (error.is_timeout(), error.is_connect()) {
             (true, true) => Self::ConnectTimeout(error),
             (true, false) => Self::IdleTimeout(error),
@@ -142,6 +151,7 @@ impl ProxyError {
             Self::NoConsumer => StatusCode::UNAUTHORIZED,
             Self::Unreachable(_) => StatusCode::BAD_GATEWAY,
             Self::ConnectTimeout(_) | Self::IdleTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::PoolFull(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Signing => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
