@@ -7,12 +7,14 @@
 
 use std::time::Duration;
 
-use reqwest::StatusCode;
+use futures_util::StreamExt as _;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::support::{Options, TestApp};
+use crate::support::{Options, TestApp, service_client};
 
 /// Longest any test waits for something that should happen, so a broken
 /// server fails the test instead of hanging it.
@@ -206,4 +208,256 @@ async fn a_64_kib_header_gets_431() {
         StatusCode::OK,
         "16 KiB is within the limit"
     );
+}
+
+/// A logged-in browser and a proxy token made from it.
+async fn token_for(app: &TestApp) -> String {
+    let browser = app.logged_in_browser().await;
+    app.create_proxy_token(&browser, "edge tests").await.token
+}
+
+#[tokio::test]
+async fn trace_and_made_up_methods_get_405_and_nothing_reaches_the_api() {
+    // Arrange
+    let app = spawn(&[]).await;
+    let token = token_for(&app).await;
+    let before = app.api.api_request_count();
+
+    // Act
+    let mut refused = Vec::new();
+    for method in ["TRACE", "PROPFIND", "XM0001"] {
+        let method = Method::from_bytes(method.as_bytes()).expect("a method");
+        let response = service_client()
+            .request(method.clone(), app.at("/api/v2/self"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("an answer");
+        let status = response.status();
+        let allow = response.headers().get("allow").cloned();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        refused.push((method, status, allow, body));
+    }
+    let allowed = service_client()
+        .get(app.at("/api/v2/self"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("an answer");
+
+    // Assert
+    for (method, status, allow, body) in refused {
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{method}");
+        assert_eq!(
+            allow.as_ref().and_then(|value| value.to_str().ok()),
+            Some("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+            "{method}"
+        );
+        assert!(body["error"].is_string(), "{method}: {body}");
+    }
+    assert_eq!(allowed.status(), StatusCode::OK);
+    assert_eq!(
+        app.api.api_request_count(),
+        before + 1,
+        "only the GET reached the API"
+    );
+}
+
+#[tokio::test]
+async fn the_clients_forwarding_headers_do_not_reach_the_api() {
+    // Arrange
+    let app = spawn(&[]).await;
+    let token = token_for(&app).await;
+    let forged = [
+        ("forwarded", "for=203.0.113.7;host=evil.example;proto=https"),
+        ("x-forwarded-for", "203.0.113.7"),
+        ("x-forwarded-host", "evil.example"),
+        ("x-forwarded-proto", "https"),
+        ("x-real-ip", "203.0.113.7"),
+        ("via", "1.1 evil.example"),
+    ];
+
+    // Act
+    let mut request = service_client()
+        .get(app.at("/api/v2/echo"))
+        .bearer_auth(&token)
+        .header("x-kept", "yes");
+    for (name, value) in forged {
+        request = request.header(name, value);
+    }
+    let response = request.send().await.expect("an answer");
+    let status = response.status();
+
+    // Assert
+    assert_eq!(status, StatusCode::OK);
+    let received = app
+        .api
+        .requests()
+        .into_iter()
+        .rfind(|request| request.path == "/v2/echo")
+        .expect("the echo was called");
+    for (name, _) in forged {
+        assert_eq!(received.header(name), None, "{name} reached the API");
+    }
+    assert_eq!(received.header("x-kept"), Some("yes"));
+}
+
+#[tokio::test]
+async fn an_html_answer_from_the_api_arrives_sandboxed() {
+    // Arrange
+    let app = spawn(&[]).await;
+    let browser = app.logged_in_browser().await;
+
+    // Act
+    let page = app.get(&browser, "/api/html").await;
+    let json = app.get(&browser, "/api/v2/self").await;
+    let refused = service_client()
+        .get(app.at("/api/v2/self"))
+        .send()
+        .await
+        .expect("an answer");
+
+    // Assert
+    assert_eq!(page.status(), StatusCode::OK);
+    for response in [&page, &json, &refused] {
+        let policies: Vec<_> = response
+            .headers()
+            .get_all("content-security-policy")
+            .iter()
+            .collect();
+        assert_eq!(
+            policies,
+            ["sandbox; default-src 'none'"],
+            "{}",
+            response.url()
+        );
+        let sniffing: Vec<_> = response
+            .headers()
+            .get_all("x-content-type-options")
+            .iter()
+            .collect();
+        assert_eq!(sniffing, ["nosniff"], "{}", response.url());
+    }
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    let user: Value = json.json().await.expect("JSON still reads as JSON");
+    assert!(user["id"].is_string());
+}
+
+#[tokio::test]
+async fn a_steady_upload_lasting_three_times_the_idle_time_out_succeeds() {
+    // Arrange: the API may stay silent 1 s; the upload lasts about 3.5 s,
+    // a chunk every 250 ms.
+    let app = spawn(&["--api-idle-timeout-secs", "1"]).await;
+    let token = token_for(&app).await;
+    let chunks = 14;
+    let chunk = vec![b'u'; 1000];
+    let body = futures_util::stream::unfold(0, move |sent| {
+        let chunk = chunk.clone();
+        async move {
+            if sent == chunks {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            Some((Ok::<_, std::io::Error>(chunk), sent + 1))
+        }
+    });
+    let started = Instant::now();
+
+    // Act
+    let response = service_client()
+        .post(app.at("/api/v2/upload"))
+        .bearer_auth(&token)
+        .header("content-type", "application/octet-stream")
+        .body(reqwest::Body::wrap_stream(body))
+        .send()
+        .await
+        .expect("an answer");
+    let elapsed = started.elapsed();
+    let status = response.status();
+    let echo: Value = response.json().await.expect("the echo");
+
+    // Assert
+    assert_eq!(status, StatusCode::OK, "{echo}");
+    assert_eq!(echo["body_len"], 14 * 1000);
+    assert!(
+        elapsed >= Duration::from_secs(3),
+        "the upload lasted {elapsed:?}, three idle time-outs"
+    );
+}
+
+#[tokio::test]
+async fn a_silent_client_upload_is_cut_after_the_idle_time_out() {
+    // Arrange: a body that sends one chunk, then nothing.
+    let app = spawn(&["--api-idle-timeout-secs", "1"]).await;
+    let token = token_for(&app).await;
+    let body = futures_util::stream::once(async { Ok::<_, std::io::Error>(vec![b'u'; 10]) })
+        .chain(futures_util::stream::pending());
+    let started = Instant::now();
+
+    // Act
+    let response = tokio::time::timeout(
+        PATIENCE,
+        service_client()
+            .post(app.at("/api/v2/upload"))
+            .bearer_auth(&token)
+            .header("content-type", "application/octet-stream")
+            .body(reqwest::Body::wrap_stream(body))
+            .send(),
+    )
+    .await
+    .expect("an answer before the patience runs out")
+    .expect("an answer");
+
+    // Assert
+    assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert!(started.elapsed() < Duration::from_secs(1 + 5));
+}
+
+#[tokio::test]
+async fn metrics_series_stay_bounded_after_500_made_up_methods() {
+    // Arrange
+    const METRICS_TOKEN: &str = "metrics-token-for-edge-tests-01234";
+    let app = spawn(&["--metrics-token", METRICS_TOKEN]).await;
+    let client = service_client();
+    let series = |text: &str| text.lines().filter(|line| !line.starts_with('#')).count();
+    let scrape = || async {
+        client
+            .get(app.at("/metrics"))
+            .bearer_auth(METRICS_TOKEN)
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("the metrics")
+    };
+    // Warm up the series one made-up method makes on each path, and the
+    // scrape's own.
+    for path in ["/api/v2/self", "/health", "/nowhere"] {
+        let method = Method::from_bytes(b"XWARM").expect("a method");
+        client
+            .request(method, app.at(path))
+            .send()
+            .await
+            .expect("an answer");
+    }
+    scrape().await;
+    let before = scrape().await;
+
+    // Act
+    for n in 0..500 {
+        let method = Method::from_bytes(format!("XM{n:04}").as_bytes()).expect("a method");
+        let path = ["/api/v2/self", "/health", "/nowhere"][n % 3];
+        client
+            .request(method, app.at(path))
+            .send()
+            .await
+            .expect("an answer");
+    }
+    let after = scrape().await;
+
+    // Assert
+    assert_eq!(series(&after), series(&before), "not one series more");
+    assert!(!after.contains("XM0"), "{after}");
+    assert!(after.contains(r#"method="other""#), "{after}");
 }
