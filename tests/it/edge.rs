@@ -14,6 +14,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use crate::relay::{Auth, open};
 use crate::support::{Options, TestApp, service_client};
 
 /// Longest any test waits for something that should happen, so a broken
@@ -175,6 +176,36 @@ async fn a_kept_alive_connection_may_wait_longer_than_a_head_then_is_closed_when
         after_idle.is_empty(),
         "an idle connection is closed without an answer: {:?}",
         String::from_utf8_lossy(&after_idle)
+    );
+}
+
+#[tokio::test]
+async fn past_max_connections_a_new_connection_waits_for_a_free_slot() {
+    // Arrange: one connection at a time, and one kept open.
+    let app = spawn(&["--max-connections", "1"]).await;
+    let request = b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    let mut holder = TcpStream::connect(app.addr).await.expect("connect");
+    holder.write_all(request).await.expect("write");
+    let held = read_health_answer(&mut holder).await;
+
+    // Act: a second connection (the kernel's backlog takes it) asks too.
+    let mut waiting = TcpStream::connect(app.addr).await.expect("connect");
+    waiting.write_all(request).await.expect("write");
+    let while_held =
+        tokio::time::timeout(Duration::from_secs(1), read_health_answer(&mut waiting)).await;
+    drop(holder);
+    let once_freed = tokio::time::timeout(PATIENCE, read_health_answer(&mut waiting)).await;
+
+    // Assert
+    assert_eq!(held.as_deref(), Some("HTTP/1.1 200 OK"));
+    assert!(
+        while_held.is_err(),
+        "answered past the limit: {while_held:?}"
+    );
+    assert_eq!(
+        once_freed.ok().flatten().as_deref(),
+        Some("HTTP/1.1 200 OK"),
+        "served once the first connection closed"
     );
 }
 
@@ -460,4 +491,140 @@ async fn metrics_series_stay_bounded_after_500_made_up_methods() {
     assert_eq!(series(&after), series(&before), "not one series more");
     assert!(!after.contains("XM0"), "{after}");
     assert!(after.contains(r#"method="other""#), "{after}");
+}
+
+/// `GET /api/slow?ms=…` with `token`: the status and the JSON body.
+async fn slow_call(app: &TestApp, token: &str, ms: u64) -> (StatusCode, Value) {
+    let response = tokio::time::timeout(
+        PATIENCE,
+        service_client()
+            .get(app.at(&format!("/api/slow?ms={ms}")))
+            .bearer_auth(token)
+            .send(),
+    )
+    .await
+    .expect("an answer in time")
+    .expect("an answer");
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn at_the_pool_cap_a_request_waits_for_the_connection_then_succeeds() {
+    // Arrange: one connection to the API, 5 s to wait for it.
+    let app = spawn(&[
+        "--api-max-connections",
+        "1",
+        "--api-connect-timeout-secs",
+        "5",
+    ])
+    .await;
+    let token = token_for(&app).await;
+    let started = Instant::now();
+
+    // Act: two calls of 600 ms at once.
+    let (first, second) = tokio::join!(slow_call(&app, &token, 600), slow_call(&app, &token, 600));
+
+    // Assert: both answered, one after the other on the one connection.
+    assert_eq!(first.0, StatusCode::OK, "{}", first.1);
+    assert_eq!(second.0, StatusCode::OK, "{}", second.1);
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(1200),
+        "both done in {elapsed:?}: they did not wait for each other"
+    );
+}
+
+#[tokio::test]
+async fn at_the_pool_cap_a_request_that_waits_past_the_connect_time_out_gets_503() {
+    // Arrange: one connection to the API, 1 s to wait for it, and a call
+    // that holds it for 4 s.
+    let app = spawn(&[
+        "--api-max-connections",
+        "1",
+        "--api-connect-timeout-secs",
+        "1",
+    ])
+    .await;
+    let token = token_for(&app).await;
+    let holding = {
+        let app_url = app.at("/api/slow?ms=4000");
+        let token = token.clone();
+        tokio::spawn(async move {
+            service_client()
+                .get(app_url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .map(|response| response.status())
+        })
+    };
+    let fake = &app.api;
+    assert!(
+        fake.wait_until(|api| api.requests().iter().any(|r| r.path == "/slow"))
+            .await,
+        "the first call reached the API"
+    );
+
+    // Act
+    let (status, body) = slow_call(&app, &token, 0).await;
+
+    // Assert
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|error| error.contains("API_MAX_CONNECTIONS")),
+        "{body}"
+    );
+    let first = holding.await.expect("the first call's task");
+    assert_eq!(first.ok(), Some(StatusCode::OK), "the holder was not cut");
+}
+
+#[tokio::test]
+async fn the_relay_limit_holds_per_owner_across_several_proxy_tokens() {
+    // Arrange: 8 relays per token, but 2 per person.
+    let app = spawn(&["--relays-per-owner", "2"]).await;
+    let (browser, cookie) = app.logged_in_browser_and_cookie().await;
+    let mut tokens = Vec::new();
+    for name in ["one", "two", "three"] {
+        tokens.push(app.create_proxy_token(&browser, name).await.token);
+    }
+
+    // Act
+    let first = open(&app, "/ws/events", Auth::Bearer(&tokens[0])).await;
+    let second = open(&app, "/ws/events", Auth::Bearer(&tokens[1])).await;
+    let third = open(&app, "/ws/events", Auth::Bearer(&tokens[2])).await;
+    let browsers = open(
+        &app,
+        "/ws/events",
+        Auth::Cookie {
+            cookie: &cookie,
+            origin: Some(&app.url),
+        },
+    )
+    .await;
+
+    // Assert
+    assert!(first.is_ok() && second.is_ok());
+    for refused in [third.err(), browsers.err()] {
+        let (status, body) = refused.expect("refused past the owner's limit");
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+        assert!(body["error"].is_string(), "{body}");
+    }
+    assert_eq!(
+        app.api.sockets().len(),
+        2,
+        "the refused ones opened nothing"
+    );
+
+    let mut first = first.expect("the first relay");
+    first.close(None).await.expect("close");
+    assert!(app.api.wait_until(|_| app.relays().open() == 1).await);
+    assert!(
+        open(&app, "/ws/events", Auth::Bearer(&tokens[2]))
+            .await
+            .is_ok(),
+        "a freed slot is usable by another of the owner's tokens"
+    );
 }
