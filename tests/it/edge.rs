@@ -15,7 +15,8 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::relay::{Auth, open};
-use crate::support::{Options, TestApp, service_client};
+use crate::support::process::ServerProcess;
+use crate::support::{FakeApi, Options, TestApp, service_client};
 
 /// Longest any test waits for something that should happen, so a broken
 /// server fails the test instead of hanging it.
@@ -627,4 +628,45 @@ async fn the_relay_limit_holds_per_owner_across_several_proxy_tokens() {
             .is_ok(),
         "a freed slot is usable by another of the owner's tokens"
     );
+}
+
+#[tokio::test]
+async fn the_binary_applies_the_same_limits_on_its_worker_threads() {
+    // Arrange: the real binary, with two workers and a short head time-out.
+    let api = FakeApi::start().await;
+    let server = ServerProcess::start(
+        api,
+        &[("WORKER_THREADS", "2"), ("HEADER_READ_TIMEOUT_SECS", "1")],
+    )
+    .await;
+
+    // Act
+    let oversized = reqwest::Client::new()
+        .get(server.at("/health"))
+        .header("x-big", "a".repeat(64 * 1024))
+        .send()
+        .await
+        .expect("an answer");
+    let mut silent = TcpStream::connect(server.addr).await.expect("connect");
+    silent
+        .write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n")
+        .await
+        .expect("write");
+    let started = Instant::now();
+    let received = tokio::time::timeout(PATIENCE, read_until_closed(&mut silent))
+        .await
+        .expect("the server closes the connection");
+
+    // Assert
+    assert_eq!(
+        oversized.status(),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+    );
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < Duration::from_secs(1 + 2),
+        "cut after {elapsed:?}"
+    );
+    let received = String::from_utf8_lossy(&received);
+    assert!(received.starts_with("HTTP/1.1 408"), "{received:?}");
 }
