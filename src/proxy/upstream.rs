@@ -205,11 +205,10 @@ impl ApiClient {
         request
             .headers_mut()
             .insert(http::header::HOST, self.0.origin.host_header.clone());
-        let start = Instant::now();
-        // Only a request with a body can make progress after its start.
+        // Only a request with a body makes progress once sent.
         let progress = (!http_body::Body::is_end_stream(request.body())).then(|| {
             Arc::new(Progress {
-                start,
+                start: Instant::now(),
                 last: AtomicU64::new(0),
             })
         });
@@ -217,25 +216,31 @@ impl ApiClient {
             let progress = Arc::clone(progress);
             request = request.map(|body| Body::new(Uploading { body, progress }));
         }
-        let last_progress = || progress.as_ref().map_or(start, |progress| progress.last());
         let idle_timeout = self.0.idle_timeout;
         loop {
             let (mut connection, reused) = self.connection().await?;
+            // The clock runs from the request body's last progress, and at
+            // the earliest from now: neither a steady upload nor the wait
+            // for a connection counts as the API's silence.
+            let sending = Instant::now();
+            let deadline = || {
+                let last = progress
+                    .as_ref()
+                    .map_or(sending, |progress| progress.last());
+                last.max(sending) + idle_timeout
+            };
             let mut driver_done = false;
             let sent = connection.sender.try_send_request(request);
             let mut sent = std::pin::pin!(sent);
-            let mut timer =
-                std::pin::pin!(tokio::time::sleep_until(last_progress() + idle_timeout));
+            let mut timer = std::pin::pin!(tokio::time::sleep_until(deadline()));
             let answer = poll_fn(|cx| {
                 drive(&mut connection.driver, &mut driver_done, cx);
                 if let Poll::Ready(answer) = sent.as_mut().poll(cx) {
                     return Poll::Ready(Some(answer));
                 }
-                // The clock runs from the request body's last progress: a
-                // steady upload is not a silent API.
                 loop {
                     std::task::ready!(timer.as_mut().poll(cx));
-                    let deadline = last_progress() + idle_timeout;
+                    let deadline = deadline();
                     if deadline <= Instant::now() {
                         return Poll::Ready(None);
                     }
