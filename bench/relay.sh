@@ -30,7 +30,7 @@ pids+=($!)
 PORT=$server_port HOST=127.0.0.1 APP_URL="http://127.0.0.1:$server_port/" \
   API_HOST="http://127.0.0.1:$stub_port" \
   OAUTH_CONSUMER_KEY=bench OAUTH_CONSUMER_SECRET=bench-secret \
-  RELAY_MAX_PER_CALLER=100000 RUST_LOG=warn \
+  RELAY_MAX_PER_CALLER=100000 RELAYS_PER_OWNER=100000 MAX_CONNECTIONS=100000 RUST_LOG=warn \
   target/release/oauth-consumer-server &
 server_pid=$!
 pids+=("$server_pid")

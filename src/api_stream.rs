@@ -1,12 +1,16 @@
 //! Connections to the Clever Cloud API, for the proxy's pool and the
 //! relays: TCP with `TCP_NODELAY`, and TLS for an `https` API (rustls on the
 //! ring provider, with the web's root certificates, as reqwest's
-//! `rustls-tls`).
+//! `rustls-tls`). The API's addresses are resolved once per
+//! [`DNS_LIFETIME`], not at every connection.
 
+use std::collections::HashMap;
 use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -57,6 +61,88 @@ pub fn tls_connector() -> TlsConnector {
     TlsConnector::from(Arc::clone(config))
 }
 
+/// How long resolved addresses are used before resolving again. tokio's
+/// resolver (the system's `getaddrinfo`) does not give the records' TTL,
+/// and a resolver crate that does would be a second DNS stack to maintain
+/// for one host name: 30 s follows a change of the API's addresses soon
+/// enough, and spares a busy pool a resolution per connection.
+pub const DNS_LIFETIME: Duration = Duration::from_secs(30);
+
+/// Addresses resolved recently, per host and port.
+#[derive(Debug, Default)]
+pub struct DnsCache {
+    entries: Mutex<HashMap<(String, u16), Resolved>>,
+}
+
+#[derive(Debug)]
+struct Resolved {
+    addresses: Arc<[SocketAddr]>,
+    until: tokio::time::Instant,
+}
+
+impl DnsCache {
+    /// The addresses of `host:port`: an IP address as it is, else those
+    /// resolved less than [`DNS_LIFETIME`] ago, else resolved now.
+    pub async fn lookup(&self, host: &str, port: u16) -> io::Result<Arc<[SocketAddr]>> {
+        // `[::1]` in a URL's host.
+        if let Ok(ip) = host.trim_matches(['[', ']']).parse::<IpAddr>() {
+            return Ok(Arc::new([SocketAddr::new(ip, port)]));
+        }
+        let key = (host.to_owned(), port);
+        let now = tokio::time::Instant::now();
+        if let Some(resolved) = self.lock().get(&key)
+            && resolved.until > now
+        {
+            return Ok(Arc::clone(&resolved.addresses));
+        }
+        let addresses: Arc<[SocketAddr]> = tokio::net::lookup_host((host, port)).await?.collect();
+        if addresses.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "the API's host name has no address",
+            ));
+        }
+        self.lock().insert(
+            key,
+            Resolved {
+                addresses: Arc::clone(&addresses),
+                until: now + DNS_LIFETIME,
+            },
+        );
+        Ok(addresses)
+    }
+
+    /// Forgets `host:port`'s addresses, after none of them took a
+    /// connection: they may have changed.
+    pub fn forget(&self, host: &str, port: u16) {
+        self.lock().remove(&(host.to_owned(), port));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, u16), Resolved>> {
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The process's cache: every connection goes to the one `API_HOST`.
+fn dns() -> &'static DnsCache {
+    static CACHE: OnceLock<DnsCache> = OnceLock::new();
+    CACHE.get_or_init(DnsCache::default)
+}
+
+/// A TCP connection to one of `host:port`'s addresses, tried in turn.
+async fn connect_tcp(host: &str, port: u16) -> io::Result<TcpStream> {
+    let addresses = dns().lookup(host, port).await?;
+    let mut last_error = None;
+    for address in addresses.iter() {
+        match TcpStream::connect(address).await {
+            Ok(stream) => return Ok(stream),
+            Err(error) => last_error = Some(error),
+        }
+    }
+    dns().forget(host, port);
+    Err(last_error.unwrap_or_else(|| io::Error::from(io::ErrorKind::NotFound)))
+}
+
 /// A connection to `host:port`, over TLS with the given connector and
 /// server name when there is one.
 pub async fn connect(
@@ -64,9 +150,7 @@ pub async fn connect(
     port: u16,
     tls: Option<(&TlsConnector, ServerName<'static>)>,
 ) -> Result<ApiStream, ConnectError> {
-    let tcp = TcpStream::connect((host, port))
-        .await
-        .map_err(ConnectError::Tcp)?;
+    let tcp = connect_tcp(host, port).await.map_err(ConnectError::Tcp)?;
     // A request's head and a small body, or a frame, go out in one write;
     // without this, Nagle would hold a second small write for the API's ACK.
     tcp.set_nodelay(true).map_err(ConnectError::Tcp)?;
@@ -151,5 +235,56 @@ impl AsyncWrite for ApiStream {
             Self::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
             Self::Tls(stream) => Pin::new(stream.as_mut()).poll_shutdown(cx),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn names_are_resolved_once_per_lifetime_and_again_once_forgotten() -> io::Result<()> {
+        let cache = DnsCache::default();
+
+        let first = cache.lookup("localhost", 8080).await?;
+        let second = cache.lookup("localhost", 8080).await?;
+        cache.forget("localhost", 8080);
+        let third = cache.lookup("localhost", 8080).await?;
+
+        assert!(first.iter().all(|address| address.ip().is_loopback()));
+        assert!(
+            Arc::ptr_eq(&first, &second),
+            "the second came from the cache"
+        );
+        assert!(!Arc::ptr_eq(&second, &third), "forgotten, resolved again");
+        Ok(())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn resolved_names_expire_after_their_lifetime() -> io::Result<()> {
+        let cache = DnsCache::default();
+
+        let first = cache.lookup("localhost", 443).await?;
+        tokio::time::advance(DNS_LIFETIME + Duration::from_secs(1)).await;
+        let later = cache.lookup("localhost", 443).await?;
+
+        assert!(!Arc::ptr_eq(&first, &later));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn ip_addresses_are_not_resolved() -> io::Result<()> {
+        let cache = DnsCache::default();
+
+        let v6 = cache.lookup("[::1]", 80).await?;
+        let v4 = cache.lookup("127.0.0.1", 80).await?;
+
+        assert_eq!(&v6[..], &["[::1]:80".parse().map_err(io::Error::other)?]);
+        assert_eq!(
+            &v4[..],
+            &["127.0.0.1:80".parse().map_err(io::Error::other)?]
+        );
+        assert!(cache.lock().is_empty());
+        Ok(())
     }
 }

@@ -140,6 +140,11 @@ pub struct Config {
     #[arg(long, env = "RELAY_MAX_PER_CALLER", default_value_t = 8)]
     pub relay_max_per_caller: usize,
 
+    /// Most relays one person may hold open at once, across their browser
+    /// session and all their proxy tokens (on this instance).
+    #[arg(long, env = "RELAYS_PER_OWNER", default_value_t = 32)]
+    pub relays_per_owner: usize,
+
     /// Seconds a relay may stay without any message before it is closed.
     #[arg(long, env = "RELAY_IDLE_TIMEOUT_SECS", default_value_t = 300)]
     pub relay_idle_timeout_secs: u64,
@@ -161,6 +166,30 @@ pub struct Config {
     /// Seconds in-flight requests get to finish after SIGTERM or SIGINT.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
+
+    /// Seconds a client has to send a whole request head, from its
+    /// connection (or from the first byte of a later request on it).
+    #[arg(long, env = "HEADER_READ_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_read_timeout_secs: u64,
+
+    /// Largest request head (request line and headers, in bytes); a larger
+    /// one is answered 431.
+    #[arg(long, env = "MAX_REQUEST_HEAD_BYTES", default_value_t = 32 * 1024, value_parser = clap::value_parser!(u32).range(1024..))]
+    pub max_request_head_bytes: u32,
+
+    /// Seconds a kept-alive connection may stay idle between two requests.
+    #[arg(long, env = "KEEPALIVE_IDLE_SECS", default_value_t = 75, value_parser = clap::value_parser!(u64).range(1..))]
+    pub keepalive_idle_secs: u64,
+
+    /// Most client connections served at once; past it, new ones wait in
+    /// the listen backlog.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// Most connections to the API each worker thread's pool opens; past
+    /// it, a proxied request waits for one up to API_CONNECT_TIMEOUT_SECS.
+    #[arg(long, env = "API_MAX_CONNECTIONS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub api_max_connections: u32,
 
     /// Threads serving requests, each with its own event loop and API
     /// connection pool. Unset: one per CPU core.
@@ -357,6 +386,16 @@ impl Config {
     /// Time the API may stay silent in the middle of an answer.
     pub fn api_idle_timeout(&self) -> Duration {
         Duration::from_secs(self.api_idle_timeout_secs)
+    }
+
+    /// Time a client has to send a request head.
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_read_timeout_secs)
+    }
+
+    /// Time a kept-alive client connection may wait for its next request.
+    pub fn keepalive_idle(&self) -> Duration {
+        Duration::from_secs(self.keepalive_idle_secs)
     }
 
     /// Time allowed for a whole request-token or access-token call.

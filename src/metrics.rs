@@ -33,9 +33,39 @@ const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset
 /// probing random paths cannot grow the label set without bound.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
 
+/// The `method` label of a method outside the standard ones: any client
+/// can make up methods, and each would otherwise be a series of its own.
+pub const OTHER_METHOD: &str = "other";
+
+/// The standard methods (RFC 9110 §9 and PATCH), which keep their name as
+/// a label.
+const STANDARD_METHODS: [http::Method; 9] = [
+    http::Method::GET,
+    http::Method::HEAD,
+    http::Method::POST,
+    http::Method::PUT,
+    http::Method::DELETE,
+    http::Method::CONNECT,
+    http::Method::OPTIONS,
+    http::Method::TRACE,
+    http::Method::PATCH,
+];
+
+/// The `method` label of `method`: its name if standard, else
+/// [`OTHER_METHOD`].
+pub fn method_label(method: &http::Method) -> &'static str {
+    STANDARD_METHODS
+        .iter()
+        .find(|standard| *standard == method)
+        .map_or(OTHER_METHOD, http::Method::as_str)
+}
+
+/// Every label comes from a closed set: a standard method or `other`, a
+/// route template (or [`UNMATCHED_ROUTE`]), a status code. Nothing the
+/// client writes becomes a label as is.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    method: String,
+    method: &'static str,
     route: String,
     status: u16,
 }
@@ -75,6 +105,8 @@ pub enum UpstreamOutcome {
     Unreachable,
     /// The API answered something unusable.
     Invalid,
+    /// No connection to the API was free in time (`API_MAX_CONNECTIONS`).
+    PoolFull,
 }
 
 impl UpstreamOutcome {
@@ -89,6 +121,7 @@ impl UpstreamOutcome {
             Self::Timeout => "timeout",
             Self::Unreachable => "unreachable",
             Self::Invalid => "invalid",
+            Self::PoolFull => "pool_full",
         }
     }
 
@@ -191,10 +224,16 @@ impl Metrics {
 
     /// Counts one answered request. `route` is the matched route template
     /// (or [`UNMATCHED_ROUTE`]), never the raw path.
-    pub fn record_request(&self, method: &str, route: &str, status: u16, latency: Duration) {
+    pub fn record_request(
+        &self,
+        method: &http::Method,
+        route: &str,
+        status: u16,
+        latency: Duration,
+    ) {
         self.requests
             .get_or_create(&RequestLabels {
-                method: method.to_owned(),
+                method: method_label(method),
                 route: route.to_owned(),
                 status,
             })
@@ -313,7 +352,7 @@ mod tests {
     #[test]
     fn the_text_holds_every_family_with_its_labels() -> Result<(), std::fmt::Error> {
         let metrics = Metrics::new();
-        metrics.record_request("GET", "/login", 200, Duration::from_millis(3));
+        metrics.record_request(&http::Method::GET, "/login", 200, Duration::from_millis(3));
         metrics.record_upstream("oauth", Duration::from_millis(40), UpstreamOutcome::Timeout);
         metrics.login();
         metrics.relays_open_gauge().inc();
@@ -326,6 +365,27 @@ mod tests {
         assert!(text.contains(r#"upstream_errors_total{upstream="oauth",outcome="timeout"} 1"#));
         assert!(text.contains("logins_total 1"));
         assert!(text.contains("relays_open 1"));
+        Ok(())
+    }
+
+    #[test]
+    fn made_up_methods_share_one_label() -> Result<(), Box<dyn std::error::Error>> {
+        assert_eq!(method_label(&http::Method::PATCH), "PATCH");
+        assert_eq!(method_label(&http::Method::TRACE), "TRACE");
+        let metrics = Metrics::new();
+        for n in 0..50 {
+            let method = http::Method::from_bytes(format!("XM{n:04}").as_bytes())?;
+            assert_eq!(method_label(&method), OTHER_METHOD);
+            metrics.record_request(&method, UNMATCHED_ROUTE, 405, Duration::ZERO);
+        }
+        let text = metrics.encode()?;
+        assert!(
+            text.contains(
+                r#"http_requests_total{method="other",route="unmatched",status="405"} 50"#
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("XM00"), "{text}");
         Ok(())
     }
 

@@ -204,7 +204,7 @@ where
                 .as_ref()
                 .map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
             done.metrics
-                .record_request(done.method.as_str(), route, status, latency);
+                .record_request(&done.method, route, status, latency);
             response
                 .headers_mut()
                 .insert(REQUEST_ID.clone(), done.id_header);

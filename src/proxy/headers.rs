@@ -1,8 +1,10 @@
 //! Which headers cross the proxy. Hop-by-hop headers belong to one
 //! connection and stop here both ways; the client's credentials for *this*
-//! server never reach the API, and the API's cookies never reach the client.
+//! server and its claims about where it came from never reach the API, and
+//! the API's cookies never reach the client, whose browser may not treat
+//! an API answer as one of this server's pages.
 
-use axum::http::{HeaderMap, HeaderName, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 
 /// The hop-by-hop headers of RFC 9110 §7.6.1, with the obsolete
 /// `Keep-Alive` and `Proxy-Connection` that clients still send.
@@ -22,16 +24,23 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 /// hop-by-hop header, no `Cookie` (our session cookie among them), no
 /// `Authorization` (a proxy token, or anything else not meant for the API:
 /// the proxy sets its own), no `Host` (the HTTP client sets the API's), no
-/// `Expect` (this server already answered it).
+/// `Expect` (this server already answered it), and none of the forwarding
+/// headers (`Forwarded`, `X-Forwarded-*`, `X-Real-IP`, `Via`): written by
+/// the client, they would let it claim any address or host to the API.
 pub fn for_api(headers: &mut HeaderMap) {
-    const OURS: [HeaderName; 4] = [
+    const OURS: [HeaderName; 7] = [
         header::COOKIE,
         header::AUTHORIZATION,
         header::HOST,
         header::EXPECT,
+        header::FORWARDED,
+        header::VIA,
+        HeaderName::from_static("x-real-ip"),
     ];
     strip_hop_by_hop(headers);
-    remove_present(headers, |name| OURS.contains(name));
+    remove_present(headers, |name| {
+        OURS.contains(name) || name.as_str().starts_with("x-forwarded-")
+    });
 }
 
 /// The API's CORS answers, which would otherwise speak for this server's
@@ -54,6 +63,26 @@ pub fn for_client(headers: &mut HeaderMap) {
     remove_present(headers, |name| {
         name == header::SET_COOKIE || CORS.contains(name)
     });
+}
+
+/// The policy of every answer from `/api/…`: whatever the API sends, a
+/// browser opening it renders it in a sandbox of its own (an opaque origin,
+/// no scripts, no forms, nothing loaded), never as one of this server's
+/// pages with their origin and cookies. Programs reading JSON or events
+/// ignore it.
+pub const SANDBOX_POLICY: &str = "sandbox; default-src 'none'";
+
+/// Sets the sandbox policy and `nosniff` on an answer from `/api/…`,
+/// replacing the API's own values of those two headers.
+pub fn sandbox(headers: &mut HeaderMap) {
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(SANDBOX_POLICY),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
 }
 
 /// Removes every header whose name `unwanted` picks. A message has a few
@@ -138,6 +167,39 @@ mod tests {
             ["accept", "content-length", "content-type", "x-custom"]
         );
         assert_eq!(map.get_all("x-custom").iter().count(), 2);
+    }
+
+    #[test]
+    fn requests_lose_the_clients_forwarding_headers() {
+        let mut map = headers(&[
+            ("forwarded", "for=203.0.113.7;host=evil.example"),
+            ("x-forwarded-for", "203.0.113.7"),
+            ("x-forwarded-host", "evil.example"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-port", "443"),
+            ("x-real-ip", "203.0.113.7"),
+            ("via", "1.1 evil"),
+            ("x-forwardedness", "kept: not a forwarding header"),
+            ("accept", "application/json"),
+        ]);
+        for_api(&mut map);
+        assert_eq!(names(&map), ["accept", "x-forwardedness"]);
+    }
+
+    #[test]
+    fn api_answers_are_sandboxed_whatever_the_api_said() {
+        let mut map = headers(&[
+            ("content-type", "text/html"),
+            ("content-security-policy", "script-src *"),
+            ("content-security-policy", "default-src *"),
+            ("x-content-type-options", "sniff-away"),
+        ]);
+        sandbox(&mut map);
+        let policies: Vec<_> = map.get_all("content-security-policy").iter().collect();
+        assert_eq!(policies, [SANDBOX_POLICY]);
+        let sniffing: Vec<_> = map.get_all("x-content-type-options").iter().collect();
+        assert_eq!(sniffing, ["nosniff"]);
+        assert_eq!(map["content-type"], "text/html");
     }
 
     #[test]

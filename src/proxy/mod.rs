@@ -14,8 +14,9 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::body::{Body, Bytes, HttpBody as _};
-use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
@@ -31,25 +32,70 @@ use crate::oauth::signature;
 pub use target::TargetError;
 pub use upstream::{ApiClient, UpstreamError};
 
-/// The proxy's route.
+/// The proxy's route. Every answer from it, the API's or its own refusal,
+/// is sandboxed (see [`headers::sandbox`]).
 pub fn router() -> Router<AppState> {
-    Router::new().route("/api/{*path}", any(forward))
+    Router::new()
+        .route("/api/{*path}", any(forward))
+        .layer(tower::util::MapResponseLayer::new(sandboxed))
+}
+
+fn sandboxed(mut response: Response) -> Response {
+    headers::sandbox(response.headers_mut());
+    response
+}
+
+/// The methods forwarded to the API. Any other is refused before anything
+/// is sent: a `TRACE` echoed back would show the signed `Authorization`
+/// (under PLAINTEXT, both secrets), and `CONNECT` or made-up methods have
+/// no business with a REST API.
+pub const FORWARDED_METHODS: [Method; 7] = [
+    Method::GET,
+    Method::HEAD,
+    Method::POST,
+    Method::PUT,
+    Method::PATCH,
+    Method::DELETE,
+    Method::OPTIONS,
+];
+
+/// The `Allow` header of a refused method: [`FORWARDED_METHODS`].
+const ALLOW: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
+
+/// Proof that the request's method is one the proxy forwards. Extracted
+/// first, so a refused method is answered before authentication.
+struct ForwardedMethod;
+
+impl<S: Sync> FromRequestParts<S> for ForwardedMethod {
+    type Rejection = ProxyError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ProxyError> {
+        if FORWARDED_METHODS.contains(&parts.method) {
+            Ok(Self)
+        } else {
+            Err(ProxyError::Method)
+        }
+    }
 }
 
 /// A pool of connections to the API, with the configured time-outs. It
 /// follows no redirect: a redirect is the API's answer to the client, and
 /// following it here would send a signed request wherever it points.
 pub fn client(config: &Config) -> Result<ApiClient, upstream::UrlNotAnOrigin> {
-    ApiClient::new(
-        &config.api_host,
-        config.api_connect_timeout(),
-        config.api_idle_timeout(),
-    )
+    let limits = upstream::PoolLimits {
+        connect_timeout: config.api_connect_timeout(),
+        idle_timeout: config.api_idle_timeout(),
+        max_connections: usize::try_from(config.api_max_connections).unwrap_or(usize::MAX),
+    };
+    ApiClient::new(&config.api_host, limits)
 }
 
 /// Why a request was not forwarded, or got no answer from the API.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
+    /// A method the proxy does not forward.
+    #[error("this method is not forwarded to the API; use one of {ALLOW}")]
+    Method,
     /// The path or request target is refused.
     #[error(transparent)]
     Target(#[from] TargetError),
@@ -72,6 +118,11 @@ pub enum ProxyError {
     /// Connecting took longer than `API_CONNECT_TIMEOUT_SECS`.
     #[error("the Clever Cloud API did not accept a connection in time")]
     ConnectTimeout(#[source] UpstreamError),
+    /// Every connection of this worker's pool stayed busy.
+    #[error(
+        "every connection to the Clever Cloud API is busy (API_MAX_CONNECTIONS); try again shortly"
+    )]
+    PoolFull(#[source] UpstreamError),
     /// The API stayed silent longer than `API_IDLE_TIMEOUT_SECS`.
     #[error("the Clever Cloud API stopped answering (idle time-out)")]
     IdleTimeout(#[source] UpstreamError),
@@ -82,6 +133,9 @@ pub enum ProxyError {
 
 impl ProxyError {
     fn upstream(error: UpstreamError) -> Self {
+        if matches!(error, UpstreamError::PoolFull) {
+            return Self::PoolFull(error);
+        }
         match (error.is_timeout(), error.is_connect()) {
             (true, true) => Self::ConnectTimeout(error),
             (true, false) => Self::IdleTimeout(error),
@@ -91,11 +145,13 @@ impl ProxyError {
 
     fn status(&self) -> StatusCode {
         match self {
+            Self::Method => StatusCode::METHOD_NOT_ALLOWED,
             Self::Target(_) | Self::BodyUnreadable => StatusCode::BAD_REQUEST,
             Self::FormTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NoConsumer => StatusCode::UNAUTHORIZED,
             Self::Unreachable(_) => StatusCode::BAD_GATEWAY,
             Self::ConnectTimeout(_) | Self::IdleTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::PoolFull(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Signing => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -110,7 +166,14 @@ impl IntoResponse for ProxyError {
         } else {
             tracing::info!(error = %self, "proxied call refused");
         }
-        json_error(status, self.to_string())
+        let allow = matches!(self, Self::Method);
+        let mut response = json_error(status, self.to_string());
+        if allow {
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(ALLOW));
+        }
+        response
     }
 }
 
@@ -134,6 +197,7 @@ const UPSTREAM: &str = "api";
 /// names the method and route but never the path: API paths can hold
 /// secrets (`DELETE /v2/self/tokens/{token}`).
 async fn forward(
+    _method: ForwardedMethod,
     State(state): State<AppState>,
     caller: Caller,
     request: Request,
@@ -224,6 +288,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_allow_header_names_the_forwarded_methods() {
+        let named: Vec<&str> = ALLOW.split(", ").collect();
+        let forwarded: Vec<&str> = FORWARDED_METHODS.iter().map(Method::as_str).collect();
+        assert_eq!(named, forwarded);
+        let refused = ProxyError::Method.into_response();
+        assert_eq!(
+            refused.headers().get(header::ALLOW),
+            Some(&HeaderValue::from_static(ALLOW))
+        );
+    }
+
+    #[test]
     fn form_bodies_are_recognised_by_their_media_type_alone() {
         let mut headers = HeaderMap::new();
         assert!(!is_form(&headers));
@@ -263,6 +339,7 @@ mod tests {
             ),
             (ProxyError::FormTooLarge(10), StatusCode::PAYLOAD_TOO_LARGE),
             (ProxyError::NoConsumer, StatusCode::UNAUTHORIZED),
+            (ProxyError::Method, StatusCode::METHOD_NOT_ALLOWED),
         ] {
             let response = error.into_response();
             assert_eq!(response.status(), status);

@@ -9,13 +9,20 @@
 //! Once the body has ended, the connection goes back to the pool.
 //!
 //! Time-outs: connecting (`API_CONNECT_TIMEOUT_SECS`, TLS included); the
-//! answer's head within `API_IDLE_TIMEOUT_SECS` of sending the request; then
-//! each chunk of the body within that long of being asked for. There is no
-//! total time-out, which would cut streams that last for hours.
+//! answer's head within `API_IDLE_TIMEOUT_SECS` of the request's last byte
+//! (while a request body is uploading, only that long between two of its
+//! chunks); then each chunk of the answer's body within that long of being
+//! asked for. There is no total time-out, which would cut streams that last
+//! for hours.
+//!
+//! At most `API_MAX_CONNECTIONS` connections per pool, idle ones included:
+//! past that, a request waits up to the connect time-out for one to be
+//! freed, then fails with [`UpstreamError::PoolFull`].
 
 use std::future::{Future, poll_fn};
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -27,6 +34,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 use tokio_rustls::TlsConnector;
 use url::{Position, Url};
@@ -60,6 +68,10 @@ pub enum UpstreamError {
     /// No answer (or no next chunk of it) within the idle time-out.
     #[error("the API stayed silent past the idle time-out")]
     Idle,
+    /// Every connection the pool may open was busy for the whole connect
+    /// time-out.
+    #[error("every connection to the API stayed busy past the connect time-out")]
+    PoolFull,
 }
 
 impl UpstreamError {
@@ -75,7 +87,9 @@ impl UpstreamError {
 
     /// The metrics' outcome of a call that ended with this error.
     pub fn outcome(&self) -> UpstreamOutcome {
-        if self.is_timeout() {
+        if matches!(self, Self::PoolFull) {
+            UpstreamOutcome::PoolFull
+        } else if self.is_timeout() {
             UpstreamOutcome::Timeout
         } else {
             UpstreamOutcome::Unreachable
@@ -105,6 +119,11 @@ struct Pool {
     connect_timeout: Duration,
     idle_timeout: Duration,
     idle: Mutex<Vec<Idle>>,
+    /// One permit per connection open, idle or in use.
+    slots: Arc<Semaphore>,
+    /// Told when a connection goes back to the idle list, for requests
+    /// waiting at the cap.
+    returned: Notify,
 }
 
 struct Idle {
@@ -117,6 +136,20 @@ struct Idle {
 struct Connection {
     sender: http1::SendRequest<Body>,
     driver: http1::Connection<TokioIo<ApiStream>, Body>,
+    /// Given back to the pool's count when the connection is dropped.
+    _slot: OwnedSemaphorePermit,
+}
+
+/// The limits of a pool of connections to the API.
+#[derive(Clone, Copy, Debug)]
+pub struct PoolLimits {
+    /// `API_CONNECT_TIMEOUT_SECS`: to connect, and to wait for a connection
+    /// at the cap.
+    pub connect_timeout: Duration,
+    /// `API_IDLE_TIMEOUT_SECS`.
+    pub idle_timeout: Duration,
+    /// `API_MAX_CONNECTIONS`.
+    pub max_connections: usize,
 }
 
 impl std::fmt::Debug for ApiClient {
@@ -131,11 +164,7 @@ impl std::fmt::Debug for ApiClient {
 
 impl ApiClient {
     /// A pool for `api_host` (an origin, as the configuration checks).
-    pub fn new(
-        api_host: &Url,
-        connect_timeout: Duration,
-        idle_timeout: Duration,
-    ) -> Result<Self, UrlNotAnOrigin> {
+    pub fn new(api_host: &Url, limits: PoolLimits) -> Result<Self, UrlNotAnOrigin> {
         let host = api_host.host_str().ok_or(UrlNotAnOrigin)?.to_owned();
         let port = api_host.port_or_known_default().ok_or(UrlNotAnOrigin)?;
         let host_header =
@@ -157,9 +186,13 @@ impl ApiClient {
                 tls_name,
             },
             tls: api_stream::tls_connector(),
-            connect_timeout,
-            idle_timeout,
+            connect_timeout: limits.connect_timeout,
+            idle_timeout: limits.idle_timeout,
             idle: Mutex::new(Vec::new()),
+            slots: Arc::new(Semaphore::new(
+                limits.max_connections.clamp(1, Semaphore::MAX_PERMITS),
+            )),
+            returned: Notify::new(),
         })))
     }
 
@@ -172,22 +205,47 @@ impl ApiClient {
         request
             .headers_mut()
             .insert(http::header::HOST, self.0.origin.host_header.clone());
-        let deadline = Instant::now() + self.0.idle_timeout;
+        // Only a request with a body makes progress once sent.
+        let progress = (!http_body::Body::is_end_stream(request.body())).then(|| {
+            Arc::new(Progress {
+                start: Instant::now(),
+                last: AtomicU64::new(0),
+            })
+        });
+        if let Some(progress) = &progress {
+            let progress = Arc::clone(progress);
+            request = request.map(|body| Body::new(Uploading { body, progress }));
+        }
+        let idle_timeout = self.0.idle_timeout;
         loop {
-            let (mut connection, reused) = match self.checkout() {
-                Some(connection) => (connection, true),
-                None => (self.connect().await?, false),
+            let (mut connection, reused) = self.connection().await?;
+            // The clock runs from the request body's last progress, and at
+            // the earliest from now: neither a steady upload nor the wait
+            // for a connection counts as the API's silence.
+            let sending = Instant::now();
+            let deadline = || {
+                let last = progress
+                    .as_ref()
+                    .map_or(sending, |progress| progress.last());
+                last.max(sending) + idle_timeout
             };
             let mut driver_done = false;
             let sent = connection.sender.try_send_request(request);
             let mut sent = std::pin::pin!(sent);
-            let mut timer = std::pin::pin!(tokio::time::sleep_until(deadline));
+            let mut timer = std::pin::pin!(tokio::time::sleep_until(deadline()));
             let answer = poll_fn(|cx| {
                 drive(&mut connection.driver, &mut driver_done, cx);
                 if let Poll::Ready(answer) = sent.as_mut().poll(cx) {
                     return Poll::Ready(Some(answer));
                 }
-                timer.as_mut().poll(cx).map(|()| None)
+                loop {
+                    std::task::ready!(timer.as_mut().poll(cx));
+                    let deadline = deadline();
+                    if deadline <= Instant::now() {
+                        return Poll::Ready(None);
+                    }
+                    timer.as_mut().reset(deadline);
+                }
             })
             .await;
             match answer {
@@ -230,6 +288,36 @@ impl ApiClient {
         })
     }
 
+    /// A connection to send on, and whether it was reused: an idle one, else
+    /// a new one if the cap allows, else the first of those to come within
+    /// the connect time-out.
+    async fn connection(&self) -> Result<(Box<Connection>, bool), UpstreamError> {
+        let pool = &self.0;
+        let deadline = Instant::now() + pool.connect_timeout;
+        loop {
+            // Listening before looking: a connection returned in between
+            // still wakes this request.
+            let returned = pool.returned.notified();
+            let mut returned = std::pin::pin!(returned);
+            returned.as_mut().enable();
+            if let Some(connection) = self.checkout() {
+                return Ok((connection, true));
+            }
+            if let Ok(slot) = Arc::clone(&pool.slots).try_acquire_owned() {
+                return Ok((self.connect(slot).await?, false));
+            }
+            tokio::select! {
+                slot = Arc::clone(&pool.slots).acquire_owned() => {
+                    // The semaphore is never closed.
+                    let slot = slot.map_err(|_| UpstreamError::PoolFull)?;
+                    return Ok((self.connect(slot).await?, false));
+                }
+                () = &mut returned => {}
+                () = tokio::time::sleep_until(deadline) => return Err(UpstreamError::PoolFull),
+            }
+        }
+    }
+
     /// An idle connection that still looks usable, if there is one.
     fn checkout(&self) -> Option<Box<Connection>> {
         let mut idle = self.0.idle.lock().unwrap_or_else(PoisonError::into_inner);
@@ -257,7 +345,7 @@ impl ApiClient {
 
     /// A new connection, boxed: it holds hyper's buffers, and moves between
     /// the pool, the request and the answer's body on every request.
-    async fn connect(&self) -> Result<Box<Connection>, UpstreamError> {
+    async fn connect(&self, slot: OwnedSemaphorePermit) -> Result<Box<Connection>, UpstreamError> {
         let pool = &self.0;
         let origin = &pool.origin;
         let tls = origin.tls_name.clone().map(|name| (&pool.tls, name));
@@ -272,7 +360,60 @@ impl ApiClient {
         let (sender, driver) = http1::handshake(TokioIo::new(stream))
             .await
             .map_err(UpstreamError::Http)?;
-        Ok(Box::new(Connection { sender, driver }))
+        Ok(Box::new(Connection {
+            sender,
+            driver,
+            _slot: slot,
+        }))
+    }
+}
+
+/// When a request's body last moved (a chunk taken, or its end), for the
+/// deadline of the answer's head.
+struct Progress {
+    start: Instant,
+    /// Nanoseconds from `start` to the last progress.
+    last: AtomicU64,
+}
+
+impl Progress {
+    fn last(&self) -> Instant {
+        self.start + Duration::from_nanos(self.last.load(Ordering::Relaxed))
+    }
+
+    fn moved(&self) {
+        let since_start = u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.last.store(since_start, Ordering::Relaxed);
+    }
+}
+
+/// A request body on its way to the API, noting its progress.
+struct Uploading {
+    body: Body,
+    progress: Arc<Progress>,
+}
+
+impl http_body::Body for Uploading {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if let Poll::Ready(None | Some(Ok(_))) = polled {
+            self.progress.moved();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -328,6 +469,8 @@ impl ApiBody {
                 connection,
                 since: Instant::now(),
             });
+            drop(idle);
+            self.pool.returned.notify_one();
         }
     }
 
@@ -423,6 +566,8 @@ mod tests {
         Stall { sent: usize, total: usize },
         /// The head; after `first`, `ab`; after `pause`, `cd`.
         Trickle { first: Duration, pause: Duration },
+        /// `ok` after this long, and the connection stays open.
+        Delayed(Duration),
     }
 
     /// A bare HTTP/1.1 server on 127.0.0.1:0 that counts its connections.
@@ -467,6 +612,13 @@ mod tests {
                                 let _ = socket.write_all(&vec![b'x'; sent]).await;
                                 std::future::pending::<()>().await;
                             }
+                            Script::Delayed(delay) => {
+                                tokio::time::sleep(delay).await;
+                                let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                                if socket.write_all(answer).await.is_err() {
+                                    return;
+                                }
+                            }
                             Script::Trickle { first, pause } => {
                                 let head = "HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\n";
                                 let _ = socket.write_all(head.as_bytes()).await;
@@ -495,7 +647,56 @@ mod tests {
     }
 
     fn client(url: &Url, idle: Duration) -> ApiClient {
-        ApiClient::new(url, Duration::from_secs(5), idle).expect("client")
+        let limits = PoolLimits {
+            connect_timeout: Duration::from_secs(5),
+            idle_timeout: idle,
+            max_connections: 8,
+        };
+        ApiClient::new(url, limits).expect("client")
+    }
+
+    /// A pool of one connection, waiting `wait` for it at most.
+    fn one_connection(url: &Url, wait: Duration) -> ApiClient {
+        let limits = PoolLimits {
+            connect_timeout: wait,
+            idle_timeout: Duration::from_secs(10),
+            max_connections: 1,
+        };
+        ApiClient::new(url, limits).expect("client")
+    }
+
+    #[tokio::test]
+    async fn at_the_cap_a_request_waits_for_the_connection_in_use_and_reuses_it() {
+        let (url, connections) = server(Script::Delayed(Duration::from_millis(300))).await;
+        let client = one_connection(&url, Duration::from_secs(10));
+
+        let (first, second) = tokio::join!(body_of(&client), body_of(&client));
+
+        assert_eq!(first.ok().as_deref(), Some(&b"ok"[..]));
+        assert_eq!(second.ok().as_deref(), Some(&b"ok"[..]));
+        assert_eq!(connections.load(Ordering::SeqCst), 1, "never past the cap");
+    }
+
+    #[tokio::test]
+    async fn at_the_cap_a_request_that_waits_past_the_connect_time_out_fails() {
+        // Answers whose bodies never end: the connection stays in use.
+        let (url, connections) = server(Script::Stall { sent: 0, total: 10 }).await;
+        let client = one_connection(&url, Duration::from_millis(200));
+
+        let busy = client.send(get()).await.expect("head");
+        let refused = client.send(get()).await.err();
+        drop(busy);
+        let after = client.send(get()).await;
+
+        assert!(
+            matches!(refused, Some(UpstreamError::PoolFull)),
+            "{refused:?}"
+        );
+        assert!(
+            after.is_ok(),
+            "a dropped answer frees its connection's slot"
+        );
+        assert_eq!(connections.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
@@ -640,15 +841,17 @@ mod tests {
 
     #[test]
     fn only_http_origins_make_a_client() {
+        let limits = PoolLimits {
+            connect_timeout: Duration::ZERO,
+            idle_timeout: Duration::ZERO,
+            max_connections: 1,
+        };
         for bad in ["ftp://example.com", "unix:/tmp/socket"] {
             let url = Url::parse(bad).expect("url");
-            assert!(
-                ApiClient::new(&url, Duration::ZERO, Duration::ZERO).is_err(),
-                "{bad}"
-            );
+            assert!(ApiClient::new(&url, limits).is_err(), "{bad}");
         }
         let url = Url::parse("https://api.clever-cloud.com").expect("url");
-        let client = ApiClient::new(&url, Duration::ZERO, Duration::ZERO).expect("client");
+        let client = ApiClient::new(&url, limits).expect("client");
         assert_eq!(client.0.origin.port, 443);
         assert_eq!(client.0.origin.host_header, "api.clever-cloud.com");
     }

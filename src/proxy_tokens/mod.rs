@@ -72,7 +72,7 @@ pub struct TokenInfo {
     pub id: String,
     /// The name its creator gave it.
     pub name: String,
-    /// When it was created.
+    /// When it was created (listings are ordered by it).
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     /// When it was last used, to the minute.
@@ -157,7 +157,8 @@ impl ProxyTokens {
         let set = owner_set(&owner);
         // Expired tokens do not count against the limit.
         self.live_records(&owner).await?;
-        let now = now_to_the_second();
+        // Full precision: listings are ordered by it, and a set has no order.
+        let now = OffsetDateTime::now_utc();
         let expiry_date = grant
             .expiration_date
             .as_deref()

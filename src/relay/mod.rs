@@ -23,7 +23,7 @@ use axum::routing::get;
 use tokio::time::Instant;
 
 pub use pump::{Close, End, Limits, Pump};
-pub use registry::{CallerKey, RelayRegistry, RelaySlot};
+pub use registry::{CallerKey, LimitReached, OwnerKey, RelayLimits, RelayRegistry, RelaySlot};
 use upgrade::{ClientStream, ClientUpgrade};
 use upstream::{Target, UpstreamSocket};
 
@@ -53,6 +53,12 @@ pub enum RelayError {
     /// The caller already holds its share of relays.
     #[error("too many relays open at once for this caller (at most {0}); close one first")]
     TooMany(usize),
+    /// The person behind the caller already holds their share of relays,
+    /// across their session and proxy tokens.
+    #[error(
+        "too many relays open at once for this account, across its session and proxy tokens (at most {0}); close one first"
+    )]
+    TooManyForOwner(usize),
     /// The session's consumer is the operator's, which is not configured
     /// any more.
     #[error("the consumer this login was made with is no longer configured; log in again")]
@@ -76,7 +82,7 @@ impl IntoResponse for RelayError {
         let status = match self {
             Self::Auth(error) => return error.into_response(),
             Self::BadAppId => StatusCode::BAD_REQUEST,
-            Self::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::TooMany(_) | Self::TooManyForOwner(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::NoConsumer => StatusCode::UNAUTHORIZED,
             Self::BadApiHost => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Unreachable(_) | Self::Refused(_) => StatusCode::BAD_GATEWAY,
@@ -131,10 +137,17 @@ async fn open(
         .consumer
         .credentials(config)
         .ok_or(RelayError::NoConsumer)?;
+    let shares = RelayLimits {
+        per_caller: config.relay_max_per_caller,
+        per_owner: config.relays_per_owner,
+    };
     let slot = state
         .relays
-        .acquire(CallerKey::of(&caller), config.relay_max_per_caller)
-        .ok_or(RelayError::TooMany(config.relay_max_per_caller))?;
+        .acquire(CallerKey::of(&caller), OwnerKey::of(&caller), shares)
+        .map_err(|reached| match reached {
+            LimitReached::Caller(limit) => RelayError::TooMany(limit),
+            LimitReached::Owner(limit) => RelayError::TooManyForOwner(limit),
+        })?;
     let started = Instant::now();
     let upstream = upstream::connect(
         config,

@@ -3,6 +3,7 @@
 
 mod dance;
 mod deploy;
+mod edge;
 mod fake_api_dance;
 mod fake_api_vectors;
 mod lifecycle;

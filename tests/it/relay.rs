@@ -883,7 +883,13 @@ async fn five_hundred_relays_close_and_leave_nothing_behind() {
         return;
     }
     const RELAYS: usize = 500;
-    let app = TestApp::spawn_with(app_with(&["--relay-max-per-caller", "1000"])).await;
+    let app = TestApp::spawn_with(app_with(&[
+        "--relay-max-per-caller",
+        "1000",
+        "--relays-per-owner",
+        "1000",
+    ]))
+    .await;
     let (_browser, cookie) = app.logged_in_browser_and_cookie().await;
     // One relay opened and closed first, so that what is made once (pools,
     // buffers) is in the baseline.

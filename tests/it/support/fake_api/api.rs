@@ -42,6 +42,7 @@ pub(super) fn router(state: SharedState) -> Router<SharedState> {
         .route("/stream/sse", get(sse))
         .route("/download", get(download))
         .route("/slow", get(slow))
+        .route("/html", get(html))
         .fallback(echo)
         .layer(middleware::from_fn_with_state(state, authenticate))
         .layer(middleware::map_response(add_api_headers))
@@ -256,6 +257,20 @@ struct SlowParams {
 async fn slow(Query(params): Query<SlowParams>) -> Json<Value> {
     tokio::time::sleep(Duration::from_millis(params.ms)).await;
     Json(json!({ "slept_ms": params.ms }))
+}
+
+/// A page with a script and a lax policy of its own, as an API answer a
+/// browser would render.
+async fn html() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CONTENT_SECURITY_POLICY, "script-src *"),
+            (header::X_CONTENT_TYPE_OPTIONS, "sniff"),
+        ],
+        "<script>fetch('/tokens', { method: 'POST' })</script>",
+    )
+        .into_response()
 }
 
 /// Describes the request back, reading the body as a stream.

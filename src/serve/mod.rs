@@ -8,34 +8,39 @@
 //! proxy's CPU time. One acceptor deals new connections to the workers in
 //! turn: workers accepting for themselves took them in bursts, and a worker
 //! holding most of a client's connections left the other idle. The tests
-//! serve on [`serve`], in their own runtime.
+//! serve on [`serve`], in their own runtime. Both serve each connection
+//! with the same limits (see [`connection`]).
 //!
 //! On the shutdown signal: `state.shutdown` is cancelled at once (relays
 //! close with 1001 and `/ready` answers 503), the listener closes, in-flight
 //! requests get `SHUTDOWN_GRACE_SECS` to finish, and relays that are still
 //! closing get whatever remains of that time.
 
-use std::future::IntoFuture as _;
+mod connection;
+
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt as _;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
 
 use crate::{App, AppState};
+use connection::ConnectionLimits;
 
 /// How often the end of shutdown looks whether the last relays have closed.
 const RELAY_POLL: Duration = Duration::from_millis(20);
 
 /// Serves `app` on `listener` until `app.state.shutdown` is cancelled, then
-/// drains as described in the module docs. The binary and the tests both
-/// run this.
+/// drains as described in the module docs. The tests run this.
 pub async fn serve(listener: TcpListener, app: App) -> std::io::Result<()> {
     let router = app.router();
+    let admission = Admission::new(listener, &app.state);
     announced(
         &app.state,
-        serve_router(listener, router, app.state.clone()),
+        serve_router(Connections::Listener(admission), router, app.state.clone()),
     )
     .await
 }
@@ -48,7 +53,6 @@ pub async fn serve_on_workers(
     app: App,
     workers: usize,
 ) -> std::io::Result<()> {
-    let local_addr = listener.local_addr()?;
     let mut finished = Vec::with_capacity(workers);
     let mut dealt = Vec::with_capacity(workers);
     for index in 0..workers {
@@ -56,10 +60,6 @@ pub async fn serve_on_workers(
         let state = app.state.clone();
         let (deal, connections) = tokio::sync::mpsc::channel(DEALT_BACKLOG);
         dealt.push(deal);
-        let connections = DealtConnections {
-            connections,
-            local_addr,
-        };
         let (done, finished_one) = tokio::sync::oneshot::channel();
         finished.push(finished_one);
         std::thread::Builder::new()
@@ -68,10 +68,11 @@ pub async fn serve_on_workers(
                 let _ = done.send(run_worker(connections, router, state));
             })?;
     }
+    let admission = Admission::new(listener, &app.state);
     let shutdown = app.state.shutdown.clone();
     tokio::spawn(async move {
         tokio::select! {
-            () = deal_connections(listener, dealt) => {}
+            () = deal_connections(admission, dealt) => {}
             // Dropping the listener closes it: no new connections.
             () = shutdown.cancelled() => {}
         }
@@ -90,25 +91,55 @@ pub async fn serve_on_workers(
 /// Connections accepted but not yet taken by their worker, per worker.
 const DEALT_BACKLOG: usize = 1024;
 
+/// A connection accepted, with its share of `MAX_CONNECTIONS`.
+type Accepted<S> = (S, SocketAddr, OwnedSemaphorePermit);
+
 /// Accepts connections and hands them to the workers in turn.
 async fn deal_connections(
-    listener: TcpListener,
-    workers: Vec<tokio::sync::mpsc::Sender<std::net::TcpStream>>,
+    admission: Admission,
+    workers: Vec<tokio::sync::mpsc::Sender<Accepted<std::net::TcpStream>>>,
 ) {
     for worker in workers.iter().cycle() {
-        let stream = loop {
-            match listener.accept().await {
-                Ok((stream, _)) => break stream,
-                Err(error) => accept_failed(&error).await,
-            }
-        };
+        let (stream, peer, slot) = admission.accept().await;
         // The worker's own event loop takes the socket over.
         let Ok(stream) = stream.into_std() else {
             continue;
         };
-        if worker.send(stream).await.is_err() {
+        if worker.send((stream, peer, slot)).await.is_err() {
             // That worker has stopped: the server is shutting down.
             return;
+        }
+    }
+}
+
+/// The listener, letting in at most `MAX_CONNECTIONS` connections at once:
+/// past that it stops accepting, and new connections wait in the kernel's
+/// listen backlog (or are refused by it once that is full too).
+struct Admission {
+    listener: TcpListener,
+    slots: Arc<Semaphore>,
+}
+
+impl Admission {
+    fn new(listener: TcpListener, state: &AppState) -> Self {
+        let slots = usize::try_from(state.config.max_connections).unwrap_or(usize::MAX);
+        Self {
+            listener,
+            slots: Arc::new(Semaphore::new(slots.min(Semaphore::MAX_PERMITS))),
+        }
+    }
+
+    /// The next connection, once one of the slots is free.
+    async fn accept(&self) -> Accepted<TcpStream> {
+        let Ok(slot) = Arc::clone(&self.slots).acquire_owned().await else {
+            // The semaphore is never closed.
+            return std::future::pending().await;
+        };
+        loop {
+            match self.listener.accept().await {
+                Ok((stream, peer)) => return (stream, peer, slot),
+                Err(error) => accept_failed(&error).await,
+            }
         }
     }
 }
@@ -128,33 +159,29 @@ async fn accept_failed(error: &std::io::Error) {
     tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
-/// A worker's share of the connections, as a listener for `axum::serve`.
-struct DealtConnections {
-    connections: tokio::sync::mpsc::Receiver<std::net::TcpStream>,
-    local_addr: SocketAddr,
+/// Where a serving loop gets its connections.
+enum Connections {
+    /// Straight from the listener (the tests' single runtime).
+    Listener(Admission),
+    /// A worker's share, dealt by the acceptor.
+    Dealt(tokio::sync::mpsc::Receiver<Accepted<std::net::TcpStream>>),
 }
 
-impl axum::serve::Listener for DealtConnections {
-    type Io = tokio::net::TcpStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let Some(stream) = self.connections.recv().await else {
-                // No more connections: shutdown stops the serving loop.
-                return std::future::pending().await;
-            };
-            let registered = tokio::net::TcpStream::from_std(stream)
-                .and_then(|stream| Ok((stream.peer_addr()?, stream)));
-            match registered {
-                Ok((peer, stream)) => return (stream, peer),
-                Err(error) => tracing::debug!(%error, "dropped a dealt connection"),
-            }
+impl Connections {
+    async fn next(&mut self) -> Accepted<TcpStream> {
+        match self {
+            Self::Listener(admission) => admission.accept().await,
+            Self::Dealt(connections) => loop {
+                let Some((stream, peer, slot)) = connections.recv().await else {
+                    // No more connections: shutdown stops the serving loop.
+                    return std::future::pending().await;
+                };
+                match TcpStream::from_std(stream) {
+                    Ok(stream) => return (stream, peer, slot),
+                    Err(error) => tracing::debug!(%error, "dropped a dealt connection"),
+                }
+            },
         }
-    }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        Ok(self.local_addr)
     }
 }
 
@@ -180,47 +207,50 @@ async fn announced(
 
 /// One worker thread's life: its event loop, serving until shutdown.
 fn run_worker(
-    connections: DealtConnections,
+    connections: tokio::sync::mpsc::Receiver<Accepted<std::net::TcpStream>>,
     router: axum::Router,
     state: AppState,
 ) -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(serve_router(connections, router, state))
+    runtime.block_on(serve_router(Connections::Dealt(connections), router, state))
 }
 
-/// Serves `router` on `listener`, then drains once shutdown begins.
-async fn serve_router<L>(listener: L, router: axum::Router, state: AppState) -> std::io::Result<()>
-where
-    L: axum::serve::Listener<Io = tokio::net::TcpStream, Addr = SocketAddr>,
-{
+/// Serves `router` on the connections that come, then drains once shutdown
+/// begins.
+async fn serve_router(
+    mut connections: Connections,
+    router: axum::Router,
+    state: AppState,
+) -> std::io::Result<()> {
     let shutdown = state.shutdown.clone();
     let grace = Duration::from_secs(state.config.shutdown_grace_secs);
-    // Without TCP_NODELAY, a streamed answer's head and body go out as two
-    // small writes, and Nagle holds the second until the client's delayed
-    // ACK: milliseconds per proxied request.
-    let listener = listener.tap_io(|stream| {
-        if let Err(error) = stream.set_nodelay(true) {
-            tracing::debug!(%error, "cannot set TCP_NODELAY");
-        }
-    });
-    let server = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-    .into_future();
-    let mut server = std::pin::pin!(server);
-
-    tokio::select! {
-        result = &mut server => return result,
-        () = shutdown.cancelled() => {}
+    let limits = ConnectionLimits::new(&state.config);
+    let served = TaskTracker::new();
+    loop {
+        let (stream, peer, slot) = tokio::select! {
+            accepted = connections.next() => accepted,
+            () = shutdown.cancelled() => break,
+        };
+        served.spawn(connection::serve(
+            stream,
+            peer,
+            slot,
+            router.clone(),
+            limits,
+            shutdown.clone(),
+        ));
     }
+    // Closes the listener (or stops taking dealt connections).
+    drop(connections);
+    served.close();
     let deadline = Instant::now() + grace;
-    match tokio::time::timeout_at(deadline, &mut server).await {
-        Ok(result) => result?,
-        Err(_) => tracing::warn!("shutdown grace elapsed: cutting the requests still running"),
+    if tokio::time::timeout_at(deadline, served.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown grace elapsed: cutting the requests still running");
     }
     while state.relays.open() > 0 && Instant::now() < deadline {
         tokio::time::sleep(RELAY_POLL).await;
