@@ -7,19 +7,28 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tower_sessions::Session;
 
+use std::sync::Arc;
+
 use crate::AppState;
 use crate::error::json_error;
+use crate::forwarded::ClientInfo;
 use crate::oauth::grant::AccessGrant;
-use crate::proxy_tokens::TokenError;
+use crate::proxy_tokens::{TokenError, TokenInfo};
 use crate::session::{AppSession, SessionError};
+
+/// The `reason` of a proxy token refused for its address, in the metrics.
+pub(crate) const REFUSED_ADDRESS: &str = "address";
+/// The `reason` of a proxy-token call outside the token's scope.
+pub(crate) const REFUSED_SCOPE: &str = "scope";
 
 /// How the caller proved who it is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Credential {
     /// The browser's session cookie.
     Session,
-    /// `Authorization: Bearer <proxy token>`; the token's public id.
-    ProxyToken(String),
+    /// `Authorization: Bearer <proxy token>`: the token (its id, scope,
+    /// addresses; never its value).
+    ProxyToken(Arc<TokenInfo>),
 }
 
 /// An authenticated caller and the OAuth tokens it acts with.
@@ -42,6 +51,9 @@ pub enum AuthError {
     /// A bearer token that is unknown, revoked or malformed.
     #[error("the proxy token is unknown or revoked")]
     BadToken,
+    /// A proxy token used from an address it does not allow.
+    #[error("proxy token {0} may not be used from this address")]
+    AddressRefused(String),
     /// A cookie-authenticated request from another site.
     #[error(
         "cross-site request refused: cookie-authenticated calls must come from this server's own pages"
@@ -66,13 +78,20 @@ impl From<TokenError> for AuthError {
     }
 }
 
+impl AuthError {
+    /// The answer's status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Missing | Self::BadToken => StatusCode::UNAUTHORIZED,
+            Self::CrossOrigin | Self::AddressRefused(_) => StatusCode::FORBIDDEN,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
 impl IntoResponse for AuthError {
     fn into_response(self) -> Response {
-        let status = match self {
-            Self::Missing | Self::BadToken => StatusCode::UNAUTHORIZED,
-            Self::CrossOrigin => StatusCode::FORBIDDEN,
-            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        };
+        let status = self.status();
         json_error(status, self.to_string())
     }
 }
@@ -88,14 +107,19 @@ impl FromRequestParts<AppState> for Caller {
                 .ok()
                 .and_then(bearer_token)
                 .ok_or(AuthError::BadToken)?;
+            let client = parts.extensions.get::<ClientInfo>().map(|client| client.ip);
             let (info, grant) = state
                 .tokens
-                .authenticate(token)
+                .authenticate(token, client)
                 .await?
                 .ok_or(AuthError::BadToken)?;
+            if !info.allows_address(client) {
+                state.metrics.proxy_token_refused(REFUSED_ADDRESS);
+                return Err(AuthError::AddressRefused(info.id.clone()));
+            }
             return Ok(Self {
                 grant,
-                credential: Credential::ProxyToken(info.id),
+                credential: Credential::ProxyToken(info),
                 session: None,
             });
         }

@@ -144,6 +144,13 @@ pub struct Metrics {
     logins: Counter,
     proxy_tokens_created: Counter,
     proxy_tokens_revoked: Counter,
+    proxy_token_refusals: Family<RefusalLabels, Counter>,
+}
+
+/// Why a proxy-token call was refused: a fixed word, never from the request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct RefusalLabels {
+    reason: &'static str,
 }
 
 impl Default for Metrics {
@@ -208,8 +215,15 @@ impl Metrics {
             "Proxy tokens revoked on this instance",
             proxy_tokens_revoked.clone(),
         );
+        let proxy_token_refusals = Family::<RefusalLabels, Counter>::default();
+        registry.register(
+            "proxy_token_refusals",
+            "Calls with a valid proxy token refused by its scope or its addresses",
+            proxy_token_refusals.clone(),
+        );
         Self {
             registry,
+            proxy_token_refusals,
             requests,
             request_duration,
             upstream_requests,
@@ -286,6 +300,14 @@ impl Metrics {
     /// Counts a proxy token revoked.
     pub fn proxy_token_revoked(&self) {
         self.proxy_tokens_revoked.inc();
+    }
+
+    /// Counts a call with a valid proxy token refused for `reason`
+    /// (`scope` or `address`).
+    pub fn proxy_token_refused(&self, reason: &'static str) {
+        self.proxy_token_refusals
+            .get_or_create(&RefusalLabels { reason })
+            .inc();
     }
 
     /// The whole registry in the OpenMetrics text format.

@@ -10,6 +10,7 @@ pub mod headers;
 pub mod target;
 pub mod upstream;
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
@@ -22,12 +23,14 @@ use axum::routing::any;
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 
 use crate::AppState;
-use crate::auth::Caller;
+use crate::auth::{Caller, Credential};
 use crate::config::Config;
 use crate::error::json_error;
+use crate::forwarded::ClientInfo;
 use crate::metrics::UpstreamOutcome;
 use crate::oauth::Signer;
 use crate::oauth::signature;
+use crate::proxy_tokens::audit::{CallRecord, redact_path};
 
 pub use target::TargetError;
 pub use upstream::{ApiClient, UpstreamError};
@@ -129,6 +132,11 @@ pub enum ProxyError {
     /// The signature could not be put in a header (not expected to happen).
     #[error("internal error")]
     Signing,
+    /// A proxy token whose scope has no rule for this call.
+    #[error(
+        "proxy token {0} may not make this call: no rule of its scope matches this method and path"
+    )]
+    OutOfScope(String),
 }
 
 impl ProxyError {
@@ -153,6 +161,7 @@ impl ProxyError {
             Self::ConnectTimeout(_) | Self::IdleTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::PoolFull(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Signing => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::OutOfScope(_) => StatusCode::FORBIDDEN,
         }
     }
 }
@@ -195,16 +204,65 @@ const UPSTREAM: &str = "api";
 /// `ANY /api/{*path}`: checks the target, signs, forwards, streams back.
 /// Its log lines belong to the request's span (`telemetry::track`), which
 /// names the method and route but never the path: API paths can hold
-/// secrets (`DELETE /v2/self/tokens/{token}`).
+/// secrets (`DELETE /v2/self/tokens/{token}`). A call with a proxy token is
+/// also audited, allowed or refused.
 async fn forward(
     _method: ForwardedMethod,
     State(state): State<AppState>,
     caller: Caller,
     request: Request,
 ) -> Result<Response, ProxyError> {
+    let Credential::ProxyToken(token) = &caller.credential else {
+        return send(&state, &caller, request).await;
+    };
+    let token = Arc::clone(token);
+    let started = Instant::now();
+    let call = CallRecord {
+        at: time::OffsetDateTime::now_utc(),
+        method: request.method().to_string(),
+        path: redact_path(
+            request
+                .uri()
+                .path()
+                .strip_prefix(target::PREFIX)
+                .unwrap_or_default(),
+        ),
+        status: 0,
+        client: request
+            .extensions()
+            .get::<ClientInfo>()
+            .map(|client| client.ip),
+    };
+    let answer = send(&state, &caller, request).await;
+    let status = match &answer {
+        Ok(response) => response.status(),
+        Err(error) => error.status(),
+    };
+    state.tokens.audit(
+        &token,
+        &caller.grant.owner(),
+        CallRecord {
+            status: status.as_u16(),
+            ..call
+        },
+        started.elapsed(),
+    );
+    answer
+}
+
+/// Checks the target (and a proxy token's scope), signs, forwards.
+async fn send(state: &AppState, caller: &Caller, request: Request) -> Result<Response, ProxyError> {
     let (mut parts, body) = request.into_parts();
     let config = &state.config;
     let url = target::target_url(&config.api_host, &parts.uri)?;
+    if let Credential::ProxyToken(token) = &caller.credential
+        && !token.scope.allows(parts.method.as_str(), url.path())
+    {
+        state
+            .metrics
+            .proxy_token_refused(crate::auth::REFUSED_SCOPE);
+        return Err(ProxyError::OutOfScope(token.id.clone()));
+    }
     let consumer = caller
         .grant
         .consumer

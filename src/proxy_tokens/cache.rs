@@ -9,6 +9,8 @@ use std::time::Instant;
 use sha2::{Digest as _, Sha256};
 use time::OffsetDateTime;
 
+use std::sync::Arc;
+
 use super::TokenInfo;
 use crate::oauth::grant::AccessGrant;
 
@@ -66,7 +68,7 @@ pub(super) struct Recent {
     /// [`RECENT_TOKEN_TTL`] after the check, or the record's own expiry if
     /// sooner: a remembered token does not outlive its record.
     fresh_until: Instant,
-    info: TokenInfo,
+    info: Arc<TokenInfo>,
     grant: AccessGrant,
 }
 
@@ -74,7 +76,7 @@ impl Recent {
     pub(super) fn new(
         checked_at: Instant,
         expiry_date: OffsetDateTime,
-        info: TokenInfo,
+        info: Arc<TokenInfo>,
         grant: AccessGrant,
     ) -> Self {
         // Converted once here, so that a look-up reads one clock, not the
@@ -99,7 +101,11 @@ impl RecentTokens {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub(super) fn get(&self, key: &RecentKey, now: Instant) -> Option<(TokenInfo, AccessGrant)> {
+    pub(super) fn get(
+        &self,
+        key: &RecentKey,
+        now: Instant,
+    ) -> Option<(Arc<TokenInfo>, AccessGrant)> {
         let inner = self.lock();
         let recent = inner.entries.get(key)?;
         recent
@@ -154,12 +160,11 @@ mod tests {
 
     #[test]
     fn a_remembered_token_is_trusted_for_the_ttl_and_never_past_its_record() {
-        let info = TokenInfo {
-            id: "id".to_owned(),
-            name: "name".to_owned(),
-            created_at: OffsetDateTime::UNIX_EPOCH,
-            last_used_at: None,
-        };
+        let info = Arc::new(TokenInfo::new(
+            "id".to_owned(),
+            "name".to_owned(),
+            OffsetDateTime::UNIX_EPOCH,
+        ));
         let remembered = |expires_in: time::Duration| {
             let now = Instant::now();
             let recent = Recent::new(

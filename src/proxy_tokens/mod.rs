@@ -17,11 +17,16 @@
 //! instance that revoked it; other instances sharing a Redis store may
 //! accept it for up to that long after.
 
+pub mod audit;
 mod cache;
+pub mod scope;
 
 use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
@@ -30,8 +35,10 @@ use time::format_description::well_known::Rfc3339;
 use tower_sessions::session::{Id, Record};
 use tower_sessions::session_store;
 
+use self::audit::{CallRecord, KEPT_CALLS};
 pub use self::cache::RECENT_TOKEN_TTL;
 use self::cache::{Recent, RecentKey, RecentTokens};
+use self::scope::Scope;
 use crate::hex;
 use crate::oauth::grant::AccessGrant;
 use crate::secret::Secret;
@@ -40,8 +47,13 @@ use crate::session::{SetInsert, SetKey, Store, random_token};
 /// Prefix of every proxy token, so they are easy to spot (and to scan for).
 pub const TOKEN_PREFIX: &str = "ocsp_";
 
-/// How long a proxy token lasts when the access token has no known expiry.
+/// How long a proxy token lasts unless told otherwise (or its access
+/// token's expiry, when sooner).
 const DEFAULT_LIFETIME: time::Duration = time::Duration::days(90);
+/// The shortest life a token may be given.
+const MIN_LIFETIME: time::Duration = time::Duration::hours(1);
+/// Most addresses and networks one token may name.
+const MAX_ALLOWED_IPS: usize = 50;
 
 /// A use is written back at most this often, to spare the store.
 const LAST_USE_RESOLUTION: time::Duration = time::Duration::seconds(60);
@@ -63,6 +75,9 @@ pub enum TokenError {
     /// The owner holds as many live tokens as allowed.
     #[error("{0} proxy tokens exist already, the most one person may hold: revoke one first")]
     TooMany(usize),
+    /// What was asked for a new token cannot be: the message says why.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// What a listing shows of a token: never the token itself.
@@ -78,6 +93,91 @@ pub struct TokenInfo {
     /// When it was last used, to the minute.
     #[serde(with = "time::serde::rfc3339::option")]
     pub last_used_at: Option<OffsetDateTime>,
+    /// The address it was last used from (trusted-proxy-aware).
+    #[serde(default)]
+    pub last_used_from: Option<IpAddr>,
+    /// When it stops working (`None`: a token made before expiries were
+    /// chosen, which lasts as its record).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+    /// What it may do; tokens made before scopes are `full`.
+    #[serde(default)]
+    pub scope: Scope,
+    /// The addresses and networks it may be used from; empty: anywhere.
+    #[serde(default)]
+    pub allowed_ips: Vec<IpNet>,
+    /// The store record it was read from (never shown: it derives from
+    /// the token).
+    #[serde(skip)]
+    record: Option<Id>,
+}
+
+impl TokenInfo {
+    /// A token's description with the defaults: full scope, any address.
+    pub(crate) fn new(id: String, name: String, created_at: OffsetDateTime) -> Self {
+        Self {
+            id,
+            name,
+            created_at,
+            last_used_at: None,
+            last_used_from: None,
+            expires_at: None,
+            scope: Scope::Full,
+            allowed_ips: Vec::new(),
+            record: None,
+        }
+    }
+
+    /// Whether the token may be used from `client` (unknown: only when any
+    /// address may).
+    pub fn allows_address(&self, client: Option<IpAddr>) -> bool {
+        self.allowed_ips.is_empty()
+            || client.is_some_and(|client| {
+                let client = client.to_canonical();
+                self.allowed_ips.iter().any(|net| net.contains(&client))
+            })
+    }
+}
+
+/// What a new token is asked to be.
+#[derive(Clone, Debug)]
+pub struct TokenRequest {
+    /// Its name.
+    pub name: String,
+    /// When it should stop working; default: in 90 days, or when the
+    /// access token expires if sooner.
+    pub expires_at: Option<OffsetDateTime>,
+    /// What it may do.
+    pub scope: Scope,
+    /// Where it may be used from; empty: anywhere.
+    pub allowed_ips: Vec<IpNet>,
+}
+
+impl TokenRequest {
+    /// A token named `name` with full scope, usable anywhere, for the
+    /// default time.
+    pub fn named(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            expires_at: None,
+            scope: Scope::Full,
+            allowed_ips: Vec::new(),
+        }
+    }
+}
+
+/// An IP address (`192.0.2.7`, `2001:db8::1`) or network (`10.0.0.0/8`).
+pub fn parse_address(text: &str) -> Result<IpNet, TokenError> {
+    let text = text.trim();
+    text.parse::<IpNet>()
+        .map(|net| net.trunc())
+        .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| {
+            TokenError::Invalid(format!(
+                "`{}` is not an IP address or network (such as 192.0.2.7 or 10.0.0.0/8)",
+                text.chars().take(60).collect::<String>()
+            ))
+        })
 }
 
 /// A token just created: the only time its value is known.
@@ -150,28 +250,32 @@ impl ProxyTokens {
         }
     }
 
-    /// Creates a token named `name` acting for `grant`; refused past the
-    /// owner's limit.
-    pub async fn create(&self, grant: &AccessGrant, name: &str) -> Result<NewToken, TokenError> {
+    /// Creates a token acting for `grant` as `request` asks; refused past
+    /// the owner's limit, or when the expiry is out of bounds.
+    pub async fn create(
+        &self,
+        grant: &AccessGrant,
+        request: TokenRequest,
+    ) -> Result<NewToken, TokenError> {
+        if request.allowed_ips.len() > MAX_ALLOWED_IPS {
+            return Err(TokenError::Invalid(format!(
+                "a token names at most {MAX_ALLOWED_IPS} addresses or networks"
+            )));
+        }
+        // Full precision: listings are ordered by it, and a set has no order.
+        let now = OffsetDateTime::now_utc();
+        let expiry_date = expiry_for(grant, request.expires_at, now)?;
         let owner = grant.owner();
         let set = owner_set(&owner);
         // Expired tokens do not count against the limit.
         self.live_records(&owner).await?;
-        // Full precision: listings are ordered by it, and a set has no order.
-        let now = OffsetDateTime::now_utc();
-        let expiry_date = grant
-            .expiration_date
-            .as_deref()
-            .and_then(|date| OffsetDateTime::parse(date, &Rfc3339).ok())
-            .filter(|date| *date > now)
-            .unwrap_or(now + DEFAULT_LIFETIME);
         loop {
             let token = format!("{TOKEN_PREFIX}{}", random_token());
             let info = TokenInfo {
-                id: public_id(&token),
-                name: name.to_owned(),
-                created_at: now,
-                last_used_at: None,
+                expires_at: Some(expiry_date),
+                scope: request.scope.clone(),
+                allowed_ips: request.allowed_ips.clone(),
+                ..TokenInfo::new(public_id(&token), request.name.clone(), now)
             };
             let record = TokenRecord {
                 info: info.clone(),
@@ -214,6 +318,90 @@ impl ProxyTokens {
         Ok(tokens)
     }
 
+    /// The owner's token `id`, if it is live.
+    pub async fn get(
+        &self,
+        grant: &AccessGrant,
+        id: &str,
+    ) -> Result<Option<TokenInfo>, TokenError> {
+        Ok(self
+            .live_records(&grant.owner())
+            .await?
+            .into_iter()
+            .find(|(member, _)| member.id == id)
+            .map(|(_, record)| record.info))
+    }
+
+    /// The owner's token `id`'s recent calls, newest first; `None` when
+    /// the owner has no such token.
+    pub async fn calls(
+        &self,
+        grant: &AccessGrant,
+        id: &str,
+    ) -> Result<Option<Vec<CallRecord>>, TokenError> {
+        if self.get(grant, id).await?.is_none() {
+            return Ok(None);
+        }
+        let entries = self.store.entries(&calls_list(id)).await?;
+        Ok(Some(
+            entries
+                .iter()
+                .filter_map(|entry| serde_json::from_str(entry).ok())
+                .collect(),
+        ))
+    }
+
+    /// Keeps `call` among token `info`'s last [`KEPT_CALLS`] calls, for as
+    /// long as the token lives.
+    pub async fn record_call(&self, info: &TokenInfo, call: &CallRecord) -> Result<(), TokenError> {
+        let Some(record) = info.record else {
+            return Ok(());
+        };
+        let expiry = info
+            .expires_at
+            .unwrap_or_else(|| OffsetDateTime::now_utc() + DEFAULT_LIFETIME);
+        self.store
+            .push_capped(
+                &calls_list(&info.id),
+                &record,
+                &serde_json::to_string(call)?,
+                KEPT_CALLS,
+                expiry,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Audits one call made with token `info` for `owner`: one `audit` log
+    /// line (no secret: the path is redacted, the query left out), and the
+    /// call kept among the token's recent ones, written in the background
+    /// so the answer does not wait for the store.
+    pub fn audit(
+        self: &Arc<Self>,
+        info: &Arc<TokenInfo>,
+        owner: &str,
+        call: CallRecord,
+        latency: std::time::Duration,
+    ) {
+        tracing::info!(
+            target: "audit",
+            token_id = %info.id,
+            owner,
+            method = %call.method,
+            path = %call.path,
+            status = call.status,
+            client = call.client.map(|ip| ip.to_string()),
+            latency_ms = latency.as_secs_f64() * 1000.0,
+            "audit"
+        );
+        let (tokens, info) = (Arc::clone(self), Arc::clone(info));
+        tokio::spawn(async move {
+            if let Err(error) = tokens.record_call(&info, &call).await {
+                tracing::warn!(%error, token_id = %info.id, "a call could not be kept among the token's recent calls");
+            }
+        });
+    }
+
     /// Revokes the owner's token `id`; `false` when there is none.
     pub async fn revoke(&self, grant: &AccessGrant, id: &str) -> Result<bool, TokenError> {
         let owner = grant.owner();
@@ -244,14 +432,18 @@ impl ProxyTokens {
             .delete_in_set(&member.record, &owner_set(owner), &member.encode())
             .await?;
         self.recent.forget(&member.id);
+        self.store.delete_list(&calls_list(&member.id)).await?;
         Ok(removed)
     }
 
-    /// The grant `presented` acts for, if it is a live token.
+    /// The token `presented` and the grant it acts for, if it is a live
+    /// token. A use from `client` is written back once a minute, or when
+    /// the address changes.
     pub async fn authenticate(
         &self,
         presented: &str,
-    ) -> Result<Option<(TokenInfo, AccessGrant)>, TokenError> {
+        client: Option<IpAddr>,
+    ) -> Result<Option<(Arc<TokenInfo>, AccessGrant)>, TokenError> {
         if !presented.starts_with(TOKEN_PREFIX) {
             return Ok(None);
         }
@@ -278,9 +470,13 @@ impl ProxyTokens {
         let stale = record
             .info
             .last_used_at
-            .is_none_or(|last| now - last >= LAST_USE_RESOLUTION);
+            .is_none_or(|last| now - last >= LAST_USE_RESOLUTION)
+            || (client.is_some() && record.info.last_used_from != client);
         if stale {
             record.info.last_used_at = Some(now);
+            if client.is_some() {
+                record.info.last_used_from = client;
+            }
             // Update-only: a revocation that came meanwhile stays.
             let updated = self
                 .store
@@ -290,17 +486,21 @@ impl ProxyTokens {
                 return Ok(None);
             }
         }
+        let info = Arc::new(TokenInfo {
+            record: Some(id),
+            ..record.info
+        });
         self.recent.remember(
             recent_key,
             generation,
             Recent::new(
                 checked_at,
                 expiry_date,
-                record.info.clone(),
+                Arc::clone(&info),
                 record.grant.clone(),
             ),
         );
-        Ok(Some((record.info, record.grant)))
+        Ok(Some((info, record.grant)))
     }
 
     /// The owner's members and their live records; members whose record is
@@ -373,6 +573,38 @@ impl ProxyTokens {
     }
 }
 
+/// When a new token of `grant` expires: `asked`, between an hour from now
+/// and the access token's own expiry, or by default in 90 days (or at the
+/// access token's expiry, if sooner).
+fn expiry_for(
+    grant: &AccessGrant,
+    asked: Option<OffsetDateTime>,
+    now: OffsetDateTime,
+) -> Result<OffsetDateTime, TokenError> {
+    let access_expiry = grant
+        .expiration_date
+        .as_deref()
+        .and_then(|date| OffsetDateTime::parse(date, &Rfc3339).ok())
+        .filter(|date| *date > now);
+    let Some(asked) = asked else {
+        return Ok(access_expiry.map_or(now + DEFAULT_LIFETIME, |access| {
+            access.min(now + DEFAULT_LIFETIME)
+        }));
+    };
+    if asked < now + MIN_LIFETIME {
+        return Err(TokenError::Invalid(
+            "expires_at must be at least an hour from now".to_owned(),
+        ));
+    }
+    match access_expiry {
+        Some(access) if asked > access => Err(TokenError::Invalid(format!(
+            "expires_at may not be after the access token's own expiry ({})",
+            access.format(&Rfc3339).unwrap_or_default()
+        ))),
+        _ => Ok(asked),
+    }
+}
+
 fn now_to_the_second() -> OffsetDateTime {
     let now = OffsetDateTime::now_utc();
     now.replace_nanosecond(0).unwrap_or(now)
@@ -406,6 +638,13 @@ fn legacy_index_record_id(owner: &str) -> Id {
 fn owner_set(owner: &str) -> SetKey {
     SetKey(hex::encode(
         &sha256(&[b"ocs/proxy-token/set/", owner.as_bytes()])[..16],
+    ))
+}
+
+/// The list of token `id`'s recent calls.
+fn calls_list(id: &str) -> SetKey {
+    SetKey(hex::encode(
+        &sha256(&[b"ocs/proxy-token/calls/", id.as_bytes()])[..16],
     ))
 }
 
@@ -472,23 +711,26 @@ mod tests {
     async fn a_token_works_until_revoked() -> Result<(), TokenError> {
         let tokens = tokens();
         let ada = grant("ada");
-        let created = tokens.create(&ada, "ci").await?;
+        let created = tokens.create(&ada, TokenRequest::named("ci")).await?;
         let value = created.token.expose().to_owned();
         assert!(
             value.len() >= TOKEN_PREFIX.len() + 43,
             "256 bits of randomness"
         );
 
-        let (info, acting_for) = tokens.authenticate(&value).await?.ok_or_else(refused)?;
+        let (info, acting_for) = tokens
+            .authenticate(&value, None)
+            .await?
+            .ok_or_else(refused)?;
         assert_eq!(info.id, created.info.id);
         assert_eq!(acting_for.token, ada.token);
         assert!(info.last_used_at.is_some());
 
         // Accepted again (from what this instance remembers), then refused
         // as soon as it is revoked here.
-        assert!(tokens.authenticate(&value).await?.is_some());
+        assert!(tokens.authenticate(&value, None).await?.is_some());
         assert!(tokens.revoke(&ada, &created.info.id).await?);
-        assert!(tokens.authenticate(&value).await?.is_none());
+        assert!(tokens.authenticate(&value, None).await?.is_none());
         assert!(tokens.list(&ada).await?.is_empty());
         assert!(!tokens.revoke(&ada, &created.info.id).await?, "once");
         Ok(())
@@ -498,9 +740,9 @@ mod tests {
     async fn listing_and_revoking_are_per_owner() -> Result<(), TokenError> {
         let tokens = tokens();
         let (ada, bob) = (grant("ada"), grant("bob"));
-        let first = tokens.create(&ada, "first").await?;
-        tokens.create(&ada, "second").await?;
-        tokens.create(&bob, "bob's").await?;
+        let first = tokens.create(&ada, TokenRequest::named("first")).await?;
+        tokens.create(&ada, TokenRequest::named("second")).await?;
+        tokens.create(&bob, TokenRequest::named("bob's")).await?;
 
         let names: Vec<_> = tokens
             .list(&ada)
@@ -513,7 +755,12 @@ mod tests {
             !tokens.revoke(&bob, &first.info.id).await?,
             "bob cannot revoke ada's token"
         );
-        assert!(tokens.authenticate(first.token.expose()).await?.is_some());
+        assert!(
+            tokens
+                .authenticate(first.token.expose(), None)
+                .await?
+                .is_some()
+        );
         Ok(())
     }
 
@@ -523,15 +770,23 @@ mod tests {
         let ada = grant("ada");
         let mut made = Vec::new();
         for n in 0..3 {
-            made.push(tokens.create(&ada, &format!("t{n}")).await?);
+            made.push(
+                tokens
+                    .create(&ada, TokenRequest::named(&format!("t{n}")))
+                    .await?,
+            );
         }
         assert!(matches!(
-            tokens.create(&ada, "one more").await,
+            tokens.create(&ada, TokenRequest::named("one more")).await,
             Err(TokenError::TooMany(3))
         ));
-        tokens.create(&grant("bob"), "bob's own").await?;
+        tokens
+            .create(&grant("bob"), TokenRequest::named("bob's own"))
+            .await?;
         tokens.revoke(&ada, &made[0].info.id).await?;
-        tokens.create(&ada, "after a revoke").await?;
+        tokens
+            .create(&ada, TokenRequest::named("after a revoke"))
+            .await?;
         Ok(())
     }
 
@@ -541,30 +796,46 @@ mod tests {
         let first_login = grant("ada");
         let mut second_login = grant("ada");
         second_login.token = "another-access-token".to_owned();
-        let old = tokens.create(&first_login, "from the first login").await?;
-        let new = tokens.create(&second_login, "from the second").await?;
+        let old = tokens
+            .create(&first_login, TokenRequest::named("from the first login"))
+            .await?;
+        let new = tokens
+            .create(&second_login, TokenRequest::named("from the second"))
+            .await?;
 
         assert_eq!(tokens.revoke_made_from(&first_login).await?, 1);
-        assert!(tokens.authenticate(old.token.expose()).await?.is_none());
-        assert!(tokens.authenticate(new.token.expose()).await?.is_some());
+        assert!(
+            tokens
+                .authenticate(old.token.expose(), None)
+                .await?
+                .is_none()
+        );
+        assert!(
+            tokens
+                .authenticate(new.token.expose(), None)
+                .await?
+                .is_some()
+        );
         Ok(())
     }
 
     #[tokio::test]
     async fn near_misses_are_refused() -> Result<(), TokenError> {
         let tokens = tokens();
-        let created = tokens.create(&grant("ada"), "ci").await?;
+        let created = tokens
+            .create(&grant("ada"), TokenRequest::named("ci"))
+            .await?;
         let value = created.token.expose();
         let mut altered = value.to_owned();
         altered.pop();
         altered.push(if value.ends_with('A') { 'B' } else { 'A' });
         // Also after the real token was just accepted (and remembered).
-        assert!(tokens.authenticate(value).await?.is_some());
-        assert!(tokens.authenticate(&altered).await?.is_none());
-        assert!(tokens.authenticate("").await?.is_none());
+        assert!(tokens.authenticate(value, None).await?.is_some());
+        assert!(tokens.authenticate(&altered, None).await?.is_none());
+        assert!(tokens.authenticate("", None).await?.is_none());
         assert!(
             tokens
-                .authenticate(&value[TOKEN_PREFIX.len()..])
+                .authenticate(&value[TOKEN_PREFIX.len()..], None)
                 .await?
                 .is_none()
         );
@@ -576,7 +847,7 @@ mod tests {
         let store = Store::new(MemoryStore::default(), &SealingKey::random());
         let tokens = ProxyTokens::new(store.clone(), 50);
         let ada = grant("ada");
-        let created = tokens.create(&ada, "old").await?;
+        let created = tokens.create(&ada, TokenRequest::named("old")).await?;
         // What an earlier version kept: the index record, and no set member.
         let member = tokens.members(&ada.owner()).await?.remove(0);
         store
@@ -594,7 +865,59 @@ mod tests {
         let listed = tokens.list(&ada).await?;
         assert_eq!(listed.len(), 1);
         assert!(tokens.revoke(&ada, &created.info.id).await?);
-        assert!(tokens.authenticate(created.token.expose()).await?.is_none());
+        assert!(
+            tokens
+                .authenticate(created.token.expose(), None)
+                .await?
+                .is_none()
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn an_expiry_is_between_an_hour_and_the_access_tokens_own() {
+        let now = OffsetDateTime::now_utc();
+        let mut ada = grant("ada");
+        let default = expiry_for(&ada, None, now).ok();
+        assert_eq!(
+            default,
+            Some(now + DEFAULT_LIFETIME),
+            "no known expiry: 90 days"
+        );
+
+        let access = now + time::Duration::days(10);
+        ada.expiration_date = access.format(&Rfc3339).ok();
+        let access = OffsetDateTime::parse(ada.expiration_date.as_deref().unwrap_or(""), &Rfc3339)
+            .unwrap_or(now);
+        assert_eq!(
+            expiry_for(&ada, None, now).ok(),
+            Some(access),
+            "sooner: the access token's"
+        );
+        let in_a_day = now + time::Duration::days(1);
+        assert_eq!(expiry_for(&ada, Some(in_a_day), now).ok(), Some(in_a_day));
+        assert!(expiry_for(&ada, Some(now + time::Duration::minutes(59)), now).is_err());
+        assert!(expiry_for(&ada, Some(access + time::Duration::seconds(1)), now).is_err());
+    }
+
+    #[test]
+    fn the_address_list_holds_addresses_and_networks() -> Result<(), TokenError> {
+        let mut info = TokenInfo::new("id".into(), "n".into(), now_to_the_second());
+        let ip = |text: &str| text.parse::<IpAddr>().ok();
+        assert!(info.allows_address(None), "no list: anywhere");
+        info.allowed_ips = vec![parse_address("192.0.2.7")?, parse_address("10.1.0.0/16")?];
+        assert!(info.allows_address(ip("192.0.2.7")));
+        assert!(info.allows_address(ip("10.1.200.3")));
+        assert!(
+            info.allows_address(ip("::ffff:10.1.0.9")),
+            "IPv4-mapped IPv6"
+        );
+        assert!(!info.allows_address(ip("192.0.2.8")));
+        assert!(!info.allows_address(ip("10.2.0.1")));
+        assert!(!info.allows_address(None), "an unknown address is refused");
+        assert!(parse_address("10.0.0.0/33").is_err());
+        assert!(parse_address("example.com").is_err());
+        assert_eq!(parse_address("10.1.2.3/16")?.to_string(), "10.1.0.0/16");
         Ok(())
     }
 
@@ -602,12 +925,7 @@ mod tests {
     fn the_stored_record_and_its_member_hold_no_token() -> Result<(), TokenError> {
         let token = "ocsp_example";
         let record = TokenRecord {
-            info: TokenInfo {
-                id: public_id(token),
-                name: "n".into(),
-                created_at: now_to_the_second(),
-                last_used_at: None,
-            },
+            info: TokenInfo::new(public_id(token), "n".into(), now_to_the_second()),
             verifier: verifier(token),
             owner: "o".into(),
             grant: grant("ada"),

@@ -15,11 +15,13 @@ mod registry;
 pub mod upgrade;
 pub mod upstream;
 
-use axum::Router;
+use std::sync::Arc;
+
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::{Extension, Router};
 use tokio::time::Instant;
 
 pub use pump::{Close, End, Limits, Pump};
@@ -31,6 +33,8 @@ use crate::AppState;
 use crate::auth::{AuthError, Caller, Credential, same_origin};
 use crate::config::Config;
 use crate::error::json_error;
+use crate::forwarded::ClientInfo;
+use crate::proxy_tokens::audit::CallRecord;
 
 /// The relay routes.
 pub fn router() -> Router<AppState> {
@@ -75,19 +79,32 @@ pub enum RelayError {
     /// The API did not complete the handshake in time.
     #[error("the Clever Cloud API did not answer in time; try again in a moment")]
     Timeout,
+    /// A proxy token whose scope does not name this relay.
+    #[error("proxy token {0} may not open this relay: its scope does not name it")]
+    OutOfScope(String),
+}
+
+impl RelayError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::Auth(error) => error.status(),
+            Self::NoConsumer => StatusCode::UNAUTHORIZED,
+            Self::OutOfScope(_) => StatusCode::FORBIDDEN,
+            Self::BadAppId => StatusCode::BAD_REQUEST,
+            Self::TooMany(_) | Self::TooManyForOwner(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::BadApiHost => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Unreachable(_) | Self::Refused(_) => StatusCode::BAD_GATEWAY,
+            Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
 }
 
 impl IntoResponse for RelayError {
     fn into_response(self) -> Response {
-        let status = match self {
-            Self::Auth(error) => return error.into_response(),
-            Self::BadAppId => StatusCode::BAD_REQUEST,
-            Self::TooMany(_) | Self::TooManyForOwner(_) => StatusCode::TOO_MANY_REQUESTS,
-            Self::NoConsumer => StatusCode::UNAUTHORIZED,
-            Self::BadApiHost => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::Unreachable(_) | Self::Refused(_) => StatusCode::BAD_GATEWAY,
-            Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
-        };
+        if let Self::Auth(error) = self {
+            return error.into_response();
+        }
+        let status = self.status();
         if status.is_server_error() {
             let cause = std::error::Error::source(&self).map(ToString::to_string);
             tracing::warn!(error = %self, ?cause, "relay not opened");
@@ -99,10 +116,12 @@ impl IntoResponse for RelayError {
 async fn events(
     State(state): State<AppState>,
     caller: Caller,
+    client: Option<Extension<ClientInfo>>,
     headers: HeaderMap,
     upgrade: ClientUpgrade,
 ) -> Result<Response, RelayError> {
-    open(state, caller, &headers, upgrade, Target::Events).await
+    let client = client.map(|Extension(client)| client.ip);
+    open(state, caller, client, &headers, upgrade, Target::Events).await
 }
 
 async fn logs(
@@ -110,22 +129,75 @@ async fn logs(
     Path(app_id): Path<String>,
     RawQuery(query): RawQuery,
     caller: Caller,
+    client: Option<Extension<ClientInfo>>,
     headers: HeaderMap,
     upgrade: ClientUpgrade,
 ) -> Result<Response, RelayError> {
     let target = Target::logs(app_id, query)?;
-    open(state, caller, &headers, upgrade, target).await
+    let client = client.map(|Extension(client)| client.ip);
+    open(state, caller, client, &headers, upgrade, target).await
+}
+
+/// [`open_checked`], audited when the caller is a proxy token.
+async fn open(
+    state: AppState,
+    caller: Caller,
+    client: Option<std::net::IpAddr>,
+    headers: &HeaderMap,
+    upgrade: ClientUpgrade,
+    target: Target,
+) -> Result<Response, RelayError> {
+    let Credential::ProxyToken(token) = &caller.credential else {
+        return open_checked(state, caller, headers, upgrade, target).await;
+    };
+    let (token, owner) = (Arc::clone(token), caller.grant.owner());
+    let started = Instant::now();
+    let call = CallRecord {
+        at: time::OffsetDateTime::now_utc(),
+        method: "GET".to_owned(),
+        path: target.audit_path(),
+        status: 0,
+        client,
+    };
+    let tokens = Arc::clone(&state.tokens);
+    let answer = open_checked(state, caller, headers, upgrade, target).await;
+    let status = match &answer {
+        Ok(response) => response.status(),
+        Err(error) => error.status(),
+    };
+    tokens.audit(
+        &token,
+        &owner,
+        CallRecord {
+            status: status.as_u16(),
+            ..call
+        },
+        started.elapsed(),
+    );
+    answer
 }
 
 /// Checks the caller, opens the API's socket, then accepts the upgrade and
 /// relays in one task.
-async fn open(
+async fn open_checked(
     state: AppState,
     caller: Caller,
     headers: &HeaderMap,
     upgrade: ClientUpgrade,
     target: Target,
 ) -> Result<Response, RelayError> {
+    if let Credential::ProxyToken(token) = &caller.credential {
+        let allowed = match &target {
+            Target::Events => token.scope.allows_events(),
+            Target::Logs { app_id, .. } => token.scope.allows_logs(app_id),
+        };
+        if !allowed {
+            state
+                .metrics
+                .proxy_token_refused(crate::auth::REFUSED_SCOPE);
+            return Err(RelayError::OutOfScope(token.id.clone()));
+        }
+    }
     let config = &state.config;
     // `Caller` lets a GET through without the same-origin proof; an upgrade
     // with a cookie needs it, or any site could open the person's streams.

@@ -20,7 +20,7 @@ impl CallerKey {
     /// The key of `caller`.
     pub fn of(caller: &Caller) -> Self {
         match &caller.credential {
-            Credential::ProxyToken(id) => Self(format!("proxy-token/{id}")),
+            Credential::ProxyToken(token) => Self(format!("proxy-token/{}", token.id)),
             Credential::Session => {
                 let digest = Sha256::new()
                     .chain_update(b"ocs/relay/session/")

@@ -57,6 +57,14 @@ pub enum Target {
 }
 
 impl Target {
+    /// The relay's path as the audit trail shows it.
+    pub(crate) fn audit_path(&self) -> String {
+        match self {
+            Self::Events => "/ws/events".to_owned(),
+            Self::Logs { app_id, .. } => format!("/ws/logs/{app_id}"),
+        }
+    }
+
     /// The logs of `app_id`, which must be a plain path segment
     /// (RFC 3986 unreserved characters, not `.` or `..`).
     pub fn logs(app_id: String, query: Option<String>) -> Result<Self, RelayError> {

@@ -10,8 +10,9 @@ use time::OffsetDateTime;
 use tower_sessions::session::{Id, Record};
 use tower_sessions::session_store;
 
-/// The name of a set of record ids (an owner's proxy tokens). Made from a
-/// hash by its user: it names no secret and no person in clear.
+/// The name of a set of record ids (an owner's proxy tokens) or of a list
+/// (a token's recent calls). Made from a hash by its user: it names no
+/// secret and no person in clear.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct SetKey(pub String);
 
@@ -78,6 +79,24 @@ pub trait Backend: fmt::Debug + Send + Sync + 'static {
 
     /// Removes `members` from `set` (those whose records expired).
     async fn remove_members(&self, set: &SetKey, members: &[String]) -> session_store::Result<()>;
+
+    /// While record `owner` exists: puts `entry` first in `list`, keeps
+    /// only the first `cap` entries, and keeps the list until `expiry` (one
+    /// atomic step, so a list never outlives a deleted owner by a push).
+    async fn push_capped(
+        &self,
+        list: &SetKey,
+        owner: &Id,
+        entry: &str,
+        cap: usize,
+        expiry: OffsetDateTime,
+    ) -> session_store::Result<()>;
+
+    /// The entries of `list`, newest first (none if it does not exist).
+    async fn entries(&self, list: &SetKey) -> session_store::Result<Vec<String>>;
+
+    /// Deletes `list`.
+    async fn delete_list(&self, list: &SetKey) -> session_store::Result<()>;
 
     /// Whether the backend answers right now, within a short time.
     async fn is_available(&self) -> bool;

@@ -2,7 +2,7 @@
 //! lock, so every operation is atomic. Expired entries are swept out, so
 //! memory does not grow with every visitor who never comes back.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -22,6 +22,14 @@ pub struct MemoryStore(Arc<Mutex<Contents>>);
 struct Contents {
     records: HashMap<Id, Record>,
     sets: HashMap<SetKey, Set>,
+    lists: HashMap<SetKey, List>,
+}
+
+#[derive(Debug)]
+struct List {
+    /// Newest first.
+    entries: VecDeque<String>,
+    expiry_date: OffsetDateTime,
 }
 
 #[derive(Debug)]
@@ -64,7 +72,7 @@ impl MemoryStore {
     /// How many records and sets the store holds, expired ones included.
     pub fn len(&self) -> usize {
         let contents = self.lock();
-        contents.records.len() + contents.sets.len()
+        contents.records.len() + contents.sets.len() + contents.lists.len()
     }
 
     /// Whether the store holds nothing.
@@ -89,6 +97,7 @@ impl MemoryStore {
             .records
             .retain(|_, record| record.expiry_date > now);
         contents.sets.retain(|_, set| set.expiry_date > now);
+        contents.lists.retain(|_, list| list.expiry_date > now);
     }
 
     fn lock(&self) -> MutexGuard<'_, Contents> {
@@ -194,6 +203,48 @@ impl Backend for MemoryStore {
                 set.members.remove(member);
             }
         }
+        Ok(())
+    }
+
+    async fn push_capped(
+        &self,
+        list: &SetKey,
+        owner: &Id,
+        entry: &str,
+        cap: usize,
+        expiry: OffsetDateTime,
+    ) -> session_store::Result<()> {
+        let now = OffsetDateTime::now_utc();
+        let mut contents = self.lock();
+        if contents.live_record(owner, now).is_none() {
+            return Ok(());
+        }
+        let list = contents.lists.entry(list.clone()).or_insert_with(|| List {
+            entries: VecDeque::new(),
+            expiry_date: expiry,
+        });
+        if list.expiry_date <= now {
+            list.entries.clear();
+        }
+        list.entries.push_front(entry.to_owned());
+        list.entries.truncate(cap);
+        list.expiry_date = expiry;
+        Ok(())
+    }
+
+    async fn entries(&self, list: &SetKey) -> session_store::Result<Vec<String>> {
+        let now = OffsetDateTime::now_utc();
+        Ok(self
+            .lock()
+            .lists
+            .get(list)
+            .filter(|list| list.expiry_date > now)
+            .map(|list| list.entries.iter().cloned().collect())
+            .unwrap_or_default())
+    }
+
+    async fn delete_list(&self, list: &SetKey) -> session_store::Result<()> {
+        self.lock().lists.remove(list);
         Ok(())
     }
 

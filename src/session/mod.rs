@@ -19,7 +19,8 @@ use tower_sessions::{Expiry, Session, SessionManagerLayer, SessionStore};
 pub use backend::{Backend, SetInsert, SetKey};
 pub use memory::MemoryStore;
 pub use redis::{
-    KEY_PREFIX as REDIS_KEY_PREFIX, RedisSetupError, RedisStore, SET_PREFIX as REDIS_SET_PREFIX,
+    KEY_PREFIX as REDIS_KEY_PREFIX, LIST_PREFIX as REDIS_LIST_PREFIX, RedisSetupError, RedisStore,
+    SET_PREFIX as REDIS_SET_PREFIX,
 };
 pub use sealed::SealingKey;
 pub use store::{Store, watch_failures};

@@ -14,7 +14,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use fred::prelude::{
     Builder, ClientLike as _, Config, ConnectionConfig, Expiration, KeysInterface as _,
-    LuaInterface as _, Options, PerformanceConfig, ReconnectPolicy, SetOptions, SetsInterface as _,
+    ListInterface as _, LuaInterface as _, Options, PerformanceConfig, ReconnectPolicy, SetOptions,
+    SetsInterface as _,
 };
 use fred::types::config::{TlsConfig, TlsConnector, UnresponsiveConfig};
 use rustls::pki_types::CertificateDer;
@@ -48,6 +49,8 @@ const RECONNECT_MAX_MS: u32 = 2_000;
 pub const KEY_PREFIX: &str = "ocs:record:";
 /// Prefix of the sets (an owner's proxy-token ids).
 pub const SET_PREFIX: &str = "ocs:set:";
+/// Prefix of the lists (a proxy token's recent calls).
+pub const LIST_PREFIX: &str = "ocs:list:";
 
 /// Redis could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -278,6 +281,15 @@ redis.call('DEL', KEYS[1])
 return redis.call('SREM', KEYS[2], ARGV[1])
 ";
 
+/// KEYS: list, owner record. ARGV: entry, cap, expiry (ms).
+const PUSH_CAPPED: &str = r"
+if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
+redis.call('LPUSH', KEYS[1], ARGV[1])
+redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
+redis.call('PEXPIREAT', KEYS[1], ARGV[3])
+return 0
+";
+
 /// KEYS: set. ARGV: set expiry (ms), then the members.
 const ADD_MEMBERS: &str = with_extend!(
     r"
@@ -301,6 +313,10 @@ fn unix_ms(date: OffsetDateTime) -> i64 {
 
 fn set_key(set: &SetKey) -> String {
     format!("{SET_PREFIX}{}", set.0)
+}
+
+fn list_key(list: &SetKey) -> String {
+    format!("{LIST_PREFIX}{}", list.0)
 }
 
 #[async_trait]
@@ -427,6 +443,47 @@ impl Backend for RedisStore {
         let _: i64 = self
             .with_options()
             .srem(set_key(set), members.to_vec())
+            .await
+            .map_err(backend_error)?;
+        Ok(())
+    }
+
+    async fn push_capped(
+        &self,
+        list: &SetKey,
+        owner: &Id,
+        entry: &str,
+        cap: usize,
+        expiry: OffsetDateTime,
+    ) -> session_store::Result<()> {
+        if expiry <= OffsetDateTime::now_utc() {
+            return Ok(());
+        }
+        let _: i64 = self
+            .script(
+                PUSH_CAPPED,
+                vec![list_key(list), redis_key(owner)],
+                vec![
+                    entry.to_owned(),
+                    cap.max(1).to_string(),
+                    unix_ms(expiry).to_string(),
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn entries(&self, list: &SetKey) -> session_store::Result<Vec<String>> {
+        self.with_options()
+            .lrange(list_key(list), 0, -1)
+            .await
+            .map_err(backend_error)
+    }
+
+    async fn delete_list(&self, list: &SetKey) -> session_store::Result<()> {
+        let _: i64 = self
+            .with_options()
+            .del(list_key(list))
             .await
             .map_err(backend_error)?;
         Ok(())

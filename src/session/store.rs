@@ -136,6 +136,35 @@ impl Store {
     }
 }
 
+impl Store {
+    /// While record `owner` exists, puts `entry` first in `list`, keeping
+    /// `cap` entries until `expiry`.
+    pub async fn push_capped(
+        &self,
+        list: &SetKey,
+        owner: &Id,
+        entry: &str,
+        cap: usize,
+        expiry: OffsetDateTime,
+    ) -> session_store::Result<()> {
+        noted(
+            self.backend
+                .push_capped(list, owner, entry, cap, expiry)
+                .await,
+        )
+    }
+
+    /// The entries of `list`, newest first.
+    pub async fn entries(&self, list: &SetKey) -> session_store::Result<Vec<String>> {
+        noted(self.backend.entries(list).await)
+    }
+
+    /// Deletes `list`.
+    pub async fn delete_list(&self, list: &SetKey) -> session_store::Result<()> {
+        noted(self.backend.delete_list(list).await)
+    }
+}
+
 impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Store")

@@ -159,6 +159,22 @@ mod tests {
         async fn remove_members(&self, _: &SetKey, _: &[String]) -> session_store::Result<()> {
             down()
         }
+        async fn push_capped(
+            &self,
+            _: &SetKey,
+            _: &Id,
+            _: &str,
+            _: usize,
+            _: time::OffsetDateTime,
+        ) -> session_store::Result<()> {
+            down()
+        }
+        async fn entries(&self, _: &SetKey) -> session_store::Result<Vec<String>> {
+            down()
+        }
+        async fn delete_list(&self, _: &SetKey) -> session_store::Result<()> {
+            down()
+        }
         async fn is_available(&self) -> bool {
             false
         }

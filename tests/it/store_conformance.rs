@@ -205,6 +205,57 @@ async fn conformance(store: Arc<dyn Backend>) {
     left.sort();
     assert_eq!(left, ["b:2", "c:3"], "the later expiry holds");
 
+    // Capped lists, kept only while their owner record lives.
+    let owner = record("token", HOUR);
+    assert!(store.create(&owner).await.expect("create"));
+    let calls = SetKey(format!("conformance-calls-{}", rand_suffix()));
+    let pushes = (0..60).map(|n| {
+        let store = Arc::clone(&store);
+        let (calls, owner) = (calls.clone(), owner.id);
+        async move {
+            store
+                .push_capped(
+                    &calls,
+                    &owner,
+                    &format!("call {n}"),
+                    50,
+                    OffsetDateTime::now_utc() + HOUR,
+                )
+                .await
+                .expect("push_capped");
+        }
+    });
+    join_all(pushes).await;
+    let kept = store.entries(&calls).await.expect("entries");
+    assert_eq!(kept.len(), 50, "capped");
+    store
+        .push_capped(
+            &calls,
+            &owner.id,
+            "newest",
+            50,
+            OffsetDateTime::now_utc() + HOUR,
+        )
+        .await
+        .expect("push_capped");
+    assert_eq!(store.entries(&calls).await.expect("entries")[0], "newest");
+    store.delete(&owner.id).await.expect("delete");
+    store.delete_list(&calls).await.expect("delete_list");
+    store
+        .push_capped(
+            &calls,
+            &owner.id,
+            "after",
+            50,
+            OffsetDateTime::now_utc() + HOUR,
+        )
+        .await
+        .expect("push_capped");
+    assert!(
+        store.entries(&calls).await.expect("entries").is_empty(),
+        "no push brings back the list of a deleted owner"
+    );
+
     assert!(store.is_available().await);
 }
 

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fred::prelude::{Builder, ClientLike as _, Config, KeysInterface as _, SetsInterface as _};
+use fred::prelude::{
+    Builder, ClientLike as _, Config, KeysInterface as _, ListInterface as _, SetsInterface as _,
+};
 use fred::types::config::TlsConnector;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use rustls::pki_types::CertificateDer;
@@ -189,7 +191,8 @@ impl RedisServer {
     }
 
     /// Every key the server under test wrote, with its value (a set's
-    /// members joined by commas, sorted) and TTL (s).
+    /// members joined by commas, sorted; a list's entries by new lines) and
+    /// TTL (s).
     pub async fn records(&self) -> Vec<(String, String, i64)> {
         let client = self.client().await;
         let keys: Vec<String> = client
@@ -206,6 +209,9 @@ impl RedisServer {
                 let mut members: Vec<String> = client.smembers(&key).await.expect("SMEMBERS");
                 members.sort();
                 Some(members.join(","))
+            } else if kind == "list" {
+                let entries: Vec<String> = client.lrange(&key, 0, -1).await.expect("LRANGE");
+                Some(entries.join("\n"))
             } else {
                 client.get(&key).await.expect("GET")
             };
