@@ -6,6 +6,7 @@ mod deploy;
 mod fake_api_dance;
 mod fake_api_vectors;
 mod lifecycle;
+mod log_streams;
 mod logs;
 mod operate;
 mod proxy;

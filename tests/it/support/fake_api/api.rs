@@ -38,6 +38,7 @@ pub(super) fn router(state: SharedState) -> Router<SharedState> {
         .route("/stream/sse", get(sse))
         .route("/download", get(download))
         .route("/slow", get(slow))
+        .merge(super::log_streams::router())
         .fallback(echo)
         .layer(middleware::from_fn_with_state(state, authenticate))
         .layer(middleware::map_response(add_api_headers))

@@ -138,6 +138,8 @@ pub(super) struct State {
     pub sockets: Vec<super::sockets::FakeSocket>,
     /// How new real-time sockets behave.
     pub socket_settings: super::sockets::SocketSettings,
+    /// The v4 log streams: lines written, requests received.
+    pub log_streams: super::log_streams::LogStreams,
 }
 
 impl State {
