@@ -89,12 +89,6 @@ impl AppLog {
             severity: "INFO".to_owned(),
         }
     }
-
-    /// The same line from another instance.
-    pub fn instance(mut self, instance_id: &str) -> Self {
-        instance_id.clone_into(&mut self.instance_id);
-        self
-    }
 }
 
 /// An access log line a test writes.

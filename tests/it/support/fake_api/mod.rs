@@ -24,7 +24,9 @@ use futures_util::TryStreamExt as _;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-pub use log_streams::{AccessLog, AppLog, FAKE_INSTANCE_ID, LogKind, LogStreamRequest};
+pub use log_streams::{
+    AccessLog, AppLog, FAKE_DEPLOYMENT_ID, FAKE_INSTANCE_ID, LogKind, LogStreamRequest,
+};
 pub use sockets::{AUTH_FAILED_CLOSE, FakeSocket};
 pub use state::{IssuedToken, PendingRequestToken, RecordedRequest};
 use state::{Refusal, State};
@@ -34,6 +36,9 @@ use verify::{RequestParts, SignedRequest};
 pub const FAKE_USER_ID: &str = "user_00000000-0000-4000-8000-00000000ada1";
 /// The fake user's name.
 pub const FAKE_USER_NAME: &str = "Ada Lovelace";
+/// The organisation the fake user is a member of, beside their personal
+/// space (whose id is the user's).
+pub const FAKE_ORGANISATION_ID: &str = "orga_3a9e1a4c-1f00-4d2b-8f00-000000000042";
 /// The fake user's email.
 pub const FAKE_USER_EMAIL: &str = "ada@example.com";
 
