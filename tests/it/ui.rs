@@ -713,6 +713,27 @@ async fn live_logs_stream_from_the_v4_api_and_resume_after_a_drop_without_duplic
 }
 
 #[tokio::test]
+async fn a_log_stream_silent_past_its_heartbeats_is_reopened_where_it_was() {
+    let app = TestApp::spawn().await;
+    app.api.set_log_heartbeat(std::time::Duration::from_secs(600));
+    Chrome::run("logs-silent", app.url.clone(), |page| async move {
+        open_logs_of(&page, &app, HELLO_APP).await;
+        log_stream(&app, 0).await;
+        let id = app.api.write_app_log(HELLO_APP, AppLog::new("the last word"));
+        page.wait_for_text("#log-lines", |text| text.contains("the last word"))
+            .await;
+
+        // No heartbeat comes: the page gives up on the stream after 5 s.
+        page.wait_for_text("#logs-status", |text| text.contains("No heartbeat"))
+            .await;
+
+        let reopened = log_stream(&app, 1).await;
+        assert_eq!(reopened.last_event_id, Some(id.to_string()));
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn log_filters_reach_the_api_and_the_end_of_the_stream_says_why() {
     let app = TestApp::spawn().await;
     Chrome::run("logs-filters", app.url.clone(), |page| async move {
@@ -825,7 +846,7 @@ async fn the_access_logs_tab_shows_each_request() {
             ["POST", "/api/orders", "502", "203.0.113.9", "1234 ms"],
             "{rows:?}"
         );
-        page.js("document.getElementById('logs').scrollIntoView()", vec![])
+        page.js("document.getElementById('logs').scrollIntoView({ behavior: 'instant' })", vec![])
             .await;
         page.screenshot("access").await;
     })
