@@ -30,12 +30,14 @@ const KINDS = {
     lineEvent: "APPLICATION_LOG",
     toLine: applicationLine,
     fileName: "logs",
+    columns: ["Time", "Instance", "Severity", "Message"],
   },
   access: {
     path: (owner, app) => `api/v4/accesslogs/organisations/${owner}/applications/${app}/accesslogs`,
     lineEvent: "ACCESS_LOG",
     toLine: accessLine,
     fileName: "access-logs",
+    columns: ["Time", "Method", "Path", "Status", "Source", "Duration"],
   },
 };
 
@@ -47,6 +49,7 @@ const clearButton = document.getElementById("logs-clear");
 const downloadButton = document.getElementById("logs-download");
 const follow = document.getElementById("logs-follow");
 const view = document.getElementById("log-lines");
+const columns = document.getElementById("log-columns");
 const status = document.getElementById("logs-status");
 const note = document.getElementById("logs-note");
 
@@ -189,9 +192,12 @@ function watch() {
   delete status.dataset.heartbeats;
   delete status.dataset.connections;
   view.dataset.kind = kind;
+  columns.dataset.kind = kind;
+  columns.replaceChildren(...KINDS[kind].columns.map((name) => cell("log-column", name)));
   const app = apps.get(picker.value);
   downloadButton.disabled = true;
   if (!app) {
+    columns.replaceChildren();
     pauseButton.disabled = true;
     showState(status, "idle", "Pick an application");
     placeholder("Pick an application to see its logs as they are written.");
