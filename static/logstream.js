@@ -5,7 +5,7 @@
 // END_OF_STREAM, when the API refuses, or when the endpoint does not exist.
 
 import { failure } from "./api.js";
-import { backoff } from "./live.js";
+import { Reconnecting } from "./live.js";
 import { SseParser } from "./sse.js";
 
 /** The API sends a heartbeat about every 2 s: this long without a byte is a dead stream. */
@@ -20,27 +20,16 @@ const MAX_IDS = 10000;
  * "reconnecting", "ended", "login" and "error"; `onHeartbeat()` each
  * heartbeat; `onMissing()` a 404, after which the stream stops.
  */
-export class LogStream {
+export class LogStream extends Reconnecting {
   constructor({ url, lineEvent, onLine, onState, onHeartbeat = () => {}, onMissing }) {
+    super();
     Object.assign(this, { url, lineEvent, onLine, onState, onHeartbeat, onMissing });
     this.lastEventId = "";
     this.seen = new Set();
-    this.attempt = 0;
-    this.stopped = false;
     this.controller = null;
-    this.timer = null;
-    /** How many times the stream opened: tests and curious people read it. */
-    this.connections = 0;
   }
 
-  start() {
-    this.stopped = false;
-    this.connect();
-  }
-
-  stop() {
-    this.stopped = true;
-    clearTimeout(this.timer);
+  disconnect() {
     this.controller?.abort();
   }
 
@@ -158,10 +147,8 @@ export class LogStream {
 
   retry(why) {
     if (this.stopped) return;
-    const delay = backoff(this.attempt);
-    this.attempt += 1;
+    const delay = this.later();
     this.onState("reconnecting", `${why} Reconnecting in ${Math.ceil(delay / 1000)} s…`);
-    this.timer = setTimeout(() => this.connect(), delay);
   }
 }
 

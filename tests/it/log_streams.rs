@@ -105,13 +105,20 @@ impl EventReader {
     }
 }
 
+/// A logged-in browser's stream of the application's logs, unfiltered,
+/// with heartbeats `heartbeat` apart.
+async fn live_stream(heartbeat: Duration) -> (TestApp, EventReader) {
+    let app = TestApp::spawn().await;
+    app.api.set_log_heartbeat(heartbeat);
+    let browser = app.logged_in_browser().await;
+    let stream = EventReader::open(&browser, &app, "", None).await;
+    (app, stream)
+}
+
 #[tokio::test]
 async fn each_log_line_crosses_the_proxy_as_soon_as_the_api_sends_it() {
     // Arrange: no heartbeat to hide a buffered line behind.
-    let app = TestApp::spawn().await;
-    app.api.set_log_heartbeat(Duration::from_secs(600));
-    let browser = app.logged_in_browser().await;
-    let mut stream = EventReader::open(&browser, &app, "", None).await;
+    let (app, mut stream) = live_stream(Duration::from_secs(600)).await;
 
     // Act / Assert: each line arrives on its own while the stream stays open.
     for message in ["first line", "second line"] {
@@ -170,9 +177,7 @@ async fn last_event_id_reaches_the_api_and_the_stream_resumes_after_it() {
 #[tokio::test]
 async fn a_drop_upstream_reaches_the_client_as_a_drop_not_as_an_end() {
     // Arrange
-    let app = TestApp::spawn().await;
-    let browser = app.logged_in_browser().await;
-    let mut stream = EventReader::open(&browser, &app, "", None).await;
+    let (app, mut stream) = live_stream(Duration::from_secs(1)).await;
     app.api.write_app_log(APP, AppLog::new("before the drop"));
     stream.next_line().await.expect("the first line");
 
@@ -192,10 +197,7 @@ async fn a_drop_upstream_reaches_the_client_as_a_drop_not_as_an_end() {
 
 #[tokio::test]
 async fn a_quiet_stream_sends_heartbeats() {
-    let app = TestApp::spawn().await;
-    app.api.set_log_heartbeat(Duration::from_millis(100));
-    let browser = app.logged_in_browser().await;
-    let mut stream = EventReader::open(&browser, &app, "", None).await;
+    let (_app, mut stream) = live_stream(Duration::from_millis(100)).await;
 
     let first = stream.next().await.expect("an event");
     let second = stream.next().await.expect("an event");

@@ -561,6 +561,15 @@ async fn log_stream(app: &TestApp, n: usize) -> LogStreamRequest {
     app.api.log_streams()[n].clone()
 }
 
+/// How many times the live logs panel connected, as it says.
+async fn connections(page: &Page) -> Option<String> {
+    page.find("#logs-status")
+        .await
+        .attr("data-connections")
+        .await
+        .expect("attr")
+}
+
 /// The text of each cell of each line shown.
 async fn shown_lines(page: &Page) -> Vec<Vec<String>> {
     let rows = page
@@ -680,14 +689,7 @@ async fn live_logs_stream_from_the_v4_api_and_resume_after_a_drop_without_duplic
         ] {
             assert_eq!(text.matches(line).count(), 1, "{line} once: {text}");
         }
-        assert_eq!(
-            page.find("#logs-status")
-                .await
-                .attr("data-connections")
-                .await
-                .expect("attr"),
-            Some("2".to_owned())
-        );
+        assert_eq!(connections(&page).await, Some("2".to_owned()));
         page.screenshot("streaming").await;
 
         // The lines shown, downloaded as text.
@@ -715,11 +717,14 @@ async fn live_logs_stream_from_the_v4_api_and_resume_after_a_drop_without_duplic
 #[tokio::test]
 async fn a_log_stream_silent_past_its_heartbeats_is_reopened_where_it_was() {
     let app = TestApp::spawn().await;
-    app.api.set_log_heartbeat(std::time::Duration::from_secs(600));
+    app.api
+        .set_log_heartbeat(std::time::Duration::from_secs(600));
     Chrome::run("logs-silent", app.url.clone(), |page| async move {
         open_logs_of(&page, &app, HELLO_APP).await;
         log_stream(&app, 0).await;
-        let id = app.api.write_app_log(HELLO_APP, AppLog::new("the last word"));
+        let id = app
+            .api
+            .write_app_log(HELLO_APP, AppLog::new("the last word"));
         page.wait_for_text("#log-lines", |text| text.contains("the last word"))
             .await;
 
@@ -846,8 +851,11 @@ async fn the_access_logs_tab_shows_each_request() {
             ["POST", "/api/orders", "502", "203.0.113.9", "1234 ms"],
             "{rows:?}"
         );
-        page.js("document.getElementById('logs').scrollIntoView({ behavior: 'instant' })", vec![])
-            .await;
+        page.js(
+            "document.getElementById('logs').scrollIntoView({ behavior: 'instant' })",
+            vec![],
+        )
+        .await;
         page.screenshot("access").await;
     })
     .await;
@@ -902,14 +910,7 @@ async fn live_logs_fall_back_to_the_websocket_relay_where_the_v4_stream_is_missi
             .wait_for_text("#log-lines", |text| text.contains("after the reconnection"))
             .await;
         assert_eq!(text.matches("first line").count(), 1, "{text}");
-        assert_eq!(
-            page.find("#logs-status")
-                .await
-                .attr("data-connections")
-                .await
-                .expect("attr"),
-            Some("2".to_owned())
-        );
+        assert_eq!(connections(&page).await, Some("2".to_owned()));
     })
     .await;
 }

@@ -15,7 +15,7 @@
 use std::time::Duration;
 
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -35,11 +35,11 @@ pub(super) fn router() -> Router<SharedState> {
     Router::new()
         .route(
             "/v4/logs/organisations/{owner_id}/applications/{app_id}/logs",
-            get(application_logs),
+            get(log_stream),
         )
         .route(
             "/v4/accesslogs/organisations/{owner_id}/applications/{app_id}/accesslogs",
-            get(access_logs),
+            get(log_stream),
         )
 }
 
@@ -322,29 +322,20 @@ fn now_rfc3339() -> String {
         .unwrap_or_default()
 }
 
-async fn application_logs(
+/// Either stream; the path's first segment after `/v4/` says which.
+async fn log_stream(
     State(state): State<SharedState>,
     Path((owner_id, app_id)): Path<(String, String)>,
     RawQuery(query): RawQuery,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    serve(
-        state,
-        LogKind::Application,
-        owner_id,
-        app_id,
-        query,
-        &headers,
-    )
-}
-
-async fn access_logs(
-    State(state): State<SharedState>,
-    Path((owner_id, app_id)): Path<(String, String)>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    serve(state, LogKind::Access, owner_id, app_id, query, &headers)
+    let kind = if uri.path().starts_with("/v4/accesslogs/") {
+        LogKind::Access
+    } else {
+        LogKind::Application
+    };
+    serve(state, kind, owner_id, app_id, query, &headers)
 }
 
 fn serve(
