@@ -47,20 +47,27 @@ export async function api(path, { method = "GET", json } = {}) {
   } catch {
     throw new ApiError("This server cannot be reached. Check your connection, then reload the page.");
   }
+  if (!response.ok) throw await failure(response);
+  return jsonBody(response);
+}
+
+/** The JSON body of `response`; null when empty or not JSON. */
+async function jsonBody(response) {
   const text = await response.text().catch(() => "");
-  let body = null;
   try {
-    body = text ? JSON.parse(text) : null;
+    return text ? JSON.parse(text) : null;
   } catch {
-    body = null;
+    return null;
   }
-  if (!response.ok) {
-    throw new ApiError(describe(response.status, body), {
-      status: response.status,
-      loginAgain: response.status === 401,
-    });
-  }
-  return body;
+}
+
+/** The ApiError that a failed answer (not 2xx) stands for, read from its status and body. */
+export async function failure(response) {
+  const body = await jsonBody(response);
+  return new ApiError(describe(response.status, body), {
+    status: response.status,
+    loginAgain: response.status === 401,
+  });
 }
 
 let summary = null;
@@ -71,14 +78,22 @@ export function loadSummary() {
   return summary;
 }
 
-/** Every application of the summary, with its organisation's name. */
+/**
+ * Every application of the summary, with its organisation's name and its
+ * owner's id (the organisation's; the personal space's is the user's id).
+ */
 export function applications(summaryBody) {
   const apps = [];
+  const add = (owner, name, app) => {
+    if (apps.some((known) => known.id === app.id)) return;
+    apps.push({ id: app.id, name: app.name ?? app.id, state: app.state, org: name ?? owner, owner });
+  };
   for (const org of summaryBody?.organisations ?? []) {
-    for (const app of org.applications ?? []) {
-      apps.push({ id: app.id, name: app.name ?? app.id, state: app.state, org: org.name ?? org.id });
-    }
+    for (const app of org.applications ?? []) add(org.id, org.name, app);
   }
+  // Personal applications listed under the user rather than as a space.
+  const user = summaryBody?.user;
+  for (const app of user?.applications ?? []) add(user.id, user.name, app);
   return apps;
 }
 

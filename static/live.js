@@ -20,7 +20,7 @@ export function socketUrl(path) {
 }
 
 /** The delay before reconnection attempt number `attempt` (0-based). */
-export function backoff(attempt) {
+function backoff(attempt) {
   const delay = Math.min(MAX_DELAY_MS, FIRST_DELAY_MS * 2 ** attempt);
   // ±20 %, so that many pages do not all come back at the same instant.
   return Math.round(delay * (0.8 + Math.random() * 0.4));
@@ -46,19 +46,13 @@ async function sessionAlive() {
 }
 
 /**
- * Keeps a socket open to `url()` (called again on every attempt, so it can
- * carry a resume point) and hands each message, parsed as JSON when it is,
- * to `onMessage`. `status` is the element that tells the person what is
- * happening.
+ * What every live connection of the page shares: `start()`, `stop()`, and
+ * attempts again after a back-off. A subclass has `connect()` and
+ * `disconnect()`, and counts `connections` when one opens.
  */
-export class LiveSocket {
-  constructor({ url, onMessage, status, liveText = "Live" }) {
-    this.url = url;
-    this.onMessage = onMessage;
-    this.status = status;
-    this.liveText = liveText;
+export class Reconnecting {
+  constructor() {
     this.attempt = 0;
-    this.socket = null;
     this.timer = null;
     this.stopped = false;
     /** How many connections were opened: tests and curious people read it. */
@@ -73,6 +67,35 @@ export class LiveSocket {
   stop() {
     this.stopped = true;
     clearTimeout(this.timer);
+    this.disconnect();
+  }
+
+  /** Calls `connect()` again after the next back-off delay, and returns that delay. */
+  later() {
+    const delay = backoff(this.attempt);
+    this.attempt += 1;
+    this.timer = setTimeout(() => this.connect(), delay);
+    return delay;
+  }
+}
+
+/**
+ * Keeps a socket open to `url()` (called again on every attempt, so it can
+ * carry a resume point) and hands each message, parsed as JSON when it is,
+ * to `onMessage`. `status` is the element that tells the person what is
+ * happening.
+ */
+export class LiveSocket extends Reconnecting {
+  constructor({ url, onMessage, status, liveText = "Live" }) {
+    super();
+    this.url = url;
+    this.onMessage = onMessage;
+    this.status = status;
+    this.liveText = liveText;
+    this.socket = null;
+  }
+
+  disconnect() {
     if (this.socket) this.socket.close(1000, "closed by the page");
     this.socket = null;
   }
@@ -136,10 +159,8 @@ export class LiveSocket {
       return;
     }
     if (this.stopped) return;
-    const delay = backoff(this.attempt);
-    this.attempt += 1;
+    const delay = this.later();
     const lost = wasOpen ? "Connection lost." : "Cannot connect.";
     showState(this.status, "reconnecting", `${lost} Reconnecting in ${Math.ceil(delay / 1000)} s…`);
-    this.timer = setTimeout(() => this.connect(), delay);
   }
 }

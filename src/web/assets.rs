@@ -34,6 +34,13 @@ const ASSETS: &[Asset] = &[
     asset("account.js", JS, include_str!("../../static/account.js")),
     asset("events.js", JS, include_str!("../../static/events.js")),
     asset("logs.js", JS, include_str!("../../static/logs.js")),
+    asset("loglines.js", JS, include_str!("../../static/loglines.js")),
+    asset(
+        "logstream.js",
+        JS,
+        include_str!("../../static/logstream.js"),
+    ),
+    asset("sse.js", JS, include_str!("../../static/sse.js")),
     asset("tokens.js", JS, include_str!("../../static/tokens.js")),
     asset("time.js", JS, include_str!("../../static/time.js")),
 ];
@@ -109,11 +116,11 @@ mod tests {
     #[test]
     fn every_module_a_script_imports_is_served() {
         for script in ASSETS.iter().filter(|asset| asset.content_type == JS) {
-            let imports = script
-                .body
-                .lines()
-                .filter(|line| line.starts_with("import "))
-                .filter_map(|line| line.split("\"./").nth(1));
+            // `import "./a.js"` and `… from "./b.js"`, an import list spanning
+            // lines included.
+            let imports = ["import \"./", "from \"./"]
+                .iter()
+                .flat_map(|prefix| script.body.split(prefix).skip(1));
             for path in imports {
                 let imported = path.split('"').next().unwrap_or_default();
                 assert!(

@@ -7,6 +7,7 @@ mod edge;
 mod fake_api_dance;
 mod fake_api_vectors;
 mod lifecycle;
+mod log_streams;
 mod logs;
 mod operate;
 mod proxy;

@@ -7,7 +7,10 @@ use serde_json::{Value, json};
 use oauth_consumer_server::session::COOKIE_NAME;
 
 use crate::support::browser::{Chrome, Page};
-use crate::support::fake_api::{FAKE_USER_ID, FAKE_USER_NAME, FakeSocket};
+use crate::support::fake_api::{
+    AccessLog, AppLog, FAKE_DEPLOYMENT_ID, FAKE_INSTANCE_ID, FAKE_ORGANISATION_ID, FAKE_USER_ID,
+    FAKE_USER_NAME, FakeSocket, LogKind, LogStreamRequest,
+};
 use crate::support::{ConsumerMode, FakeApi, Options, TestApp};
 
 /// Logs in the way a person does: the login button, the API's authorize
@@ -532,38 +535,357 @@ async fn live_events_appear_newest_first_with_their_application() {
     .await;
 }
 
+/// The fake summary's application in an organisation, not a personal space.
+const ENGINE_APP: &str = "app_33333333-3333-3333-3333-333333333333";
+
+/// Logs in and picks `app_id` in the live logs panel.
+async fn open_logs_of(page: &Page, app: &TestApp, app_id: &str) {
+    log_in_by_clicking(page, app).await;
+    page.find(&format!("#logs-app option[value='{app_id}']"))
+        .await;
+    page.find("#logs-app")
+        .await
+        .select_by_value(app_id)
+        .await
+        .expect("pick the application");
+}
+
+/// The `n`-th v4 log stream request the fake API received (0-based).
+async fn log_stream(app: &TestApp, n: usize) -> LogStreamRequest {
+    let opened = app.api.wait_until(|api| api.log_streams().len() > n).await;
+    assert!(
+        opened,
+        "no log stream request {n}: {:?}",
+        app.api.log_streams()
+    );
+    app.api.log_streams()[n].clone()
+}
+
+/// How many times the live logs panel connected, as it says.
+async fn connections(page: &Page) -> Option<String> {
+    page.find("#logs-status")
+        .await
+        .attr("data-connections")
+        .await
+        .expect("attr")
+}
+
+/// The text of each cell of each line shown.
+async fn shown_lines(page: &Page) -> Vec<Vec<String>> {
+    let rows = page
+        .js(
+            "return [...document.querySelectorAll('#log-lines .log-line')]\
+               .map((row) => [...row.children].map((cell) => cell.textContent))",
+            vec![],
+        )
+        .await;
+    serde_json::from_value(rows).expect("rows of cells")
+}
+
+/// Lets the browser save downloads into `dir`, without asking.
+async fn allow_downloads(page: &Page, dir: &std::path::Path) {
+    page.cdp(
+        "Browser.setDownloadBehavior",
+        json!({ "behavior": "allow", "downloadPath": dir.display().to_string() }),
+    )
+    .await;
+}
+
+/// The one finished download in `dir`: its name and text.
+async fn downloaded(page: &Page, dir: &std::path::Path) -> (String, String) {
+    page.wait_until("a finished download", || async {
+        let entry = std::fs::read_dir(dir).ok()?.flatten().find(|entry| {
+            entry
+                .file_name()
+                .to_str()
+                .is_some_and(|name| name.ends_with(".txt"))
+        })?;
+        let text = std::fs::read_to_string(entry.path()).ok()?;
+        Some((entry.file_name().to_string_lossy().into_owned(), text))
+    })
+    .await
+}
+
 #[tokio::test]
-async fn live_logs_stream_pause_clear_and_survive_an_upstream_close() {
+async fn live_logs_stream_from_the_v4_api_and_resume_after_a_drop_without_duplicates() {
     let app = TestApp::spawn().await;
     Chrome::run("logs", app.url.clone(), |page| async move {
-        let logs_path = format!("/v2/logs/logs-socket/{HELLO_APP}");
-        log_in_by_clicking(&page, &app).await;
-        page.find(&format!("#logs-app option[value='{HELLO_APP}']"))
-            .await;
-        page.find("#logs-app")
-            .await
-            .select_by_value(HELLO_APP)
-            .await
-            .expect("pick hello-world");
+        open_logs_of(&page, &app, HELLO_APP).await;
         page.wait_for_text("#logs-status", |text| text == "Live")
             .await;
-        let first = upstream_socket(&app, &logs_path, 0).await;
-        assert_eq!(first.raw_query, None, "a first connection starts live");
+        let first = log_stream(&app, 0).await;
+        assert_eq!(first.kind, LogKind::Application);
+        assert_eq!(
+            (first.owner_id.as_str(), first.app_id.as_str()),
+            (FAKE_USER_ID, HELLO_APP),
+            "a personal application's owner is the user"
+        );
+        assert_eq!(first.last_event_id, None);
+        assert!(first.query.is_empty(), "no filter: {:?}", first.query);
 
-        // Lines stream in.
-        first.send_log_line("first line");
-        first.send_log_line("second line");
+        // Lines stream in, with time, instance, severity and message.
+        app.api.write_app_log(HELLO_APP, AppLog::new("first line"));
+        let mut warning = AppLog::new("second line");
+        warning.severity = "WARNING".to_owned();
+        app.api.write_app_log(HELLO_APP, warning);
         page.wait_for_text("#log-lines", |text| text.contains("second line"))
             .await;
+        let rows = shown_lines(&page).await;
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        let [time, instance, severity, message] = &rows[1][..] else {
+            panic!("four cells: {rows:?}");
+        };
+        assert_eq!(time.matches(':').count(), 2, "a time of day: {time}");
+        assert_eq!(
+            instance,
+            FAKE_INSTANCE_ID.split('-').next().unwrap_or_default()
+        );
+        assert_eq!(
+            (severity.as_str(), message.as_str()),
+            ("WARNING", "second line")
+        );
+
+        // Heartbeats keep the "connected" mark alive.
+        page.wait_for_js(
+            "a heartbeat",
+            "return Number(document.getElementById('logs-status').dataset.heartbeats) >= 1",
+        )
+        .await;
 
         // Paused, lines wait; resumed, they show.
         page.click("#logs-pause").await;
-        first.send_log_line("while paused");
+        app.api
+            .write_app_log(HELLO_APP, AppLog::new("while paused"));
         page.wait_for_text("#logs-pause", |text| text == "Resume (1 new)")
             .await;
         assert!(!page.text("#log-lines").await.contains("while paused"));
         page.click("#logs-pause").await;
         page.wait_for_text("#log-lines", |text| text.contains("while paused"))
+            .await;
+
+        // The API drops the stream: the page comes back with the last event
+        // id, and gets what was written meanwhile, once.
+        app.api.drop_log_streams();
+        page.wait_for_text("#logs-status", |text| text.contains("Reconnecting"))
+            .await;
+        let last_seen = app
+            .api
+            .write_app_log(HELLO_APP, AppLog::new("during the drop"))
+            - 1;
+        let second = log_stream(&app, 1).await;
+        assert_eq!(second.last_event_id, Some(last_seen.to_string()));
+        page.wait_for_text("#logs-status", |text| text == "Live")
+            .await;
+        app.api
+            .write_app_log(HELLO_APP, AppLog::new("after the reconnection"));
+        let text = page
+            .wait_for_text("#log-lines", |text| text.contains("after the reconnection"))
+            .await;
+        for line in [
+            "first line",
+            "second line",
+            "while paused",
+            "during the drop",
+        ] {
+            assert_eq!(text.matches(line).count(), 1, "{line} once: {text}");
+        }
+        assert_eq!(connections(&page).await, Some("2".to_owned()));
+        page.screenshot("streaming").await;
+
+        // The lines shown, downloaded as text.
+        let dir = std::env::temp_dir().join(format!("ocs-downloads-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a download directory");
+        allow_downloads(&page, &dir).await;
+        page.click("#logs-download").await;
+        let (name, saved) = downloaded(&page, &dir).await;
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(name.starts_with("hello-world-logs-"), "{name}");
+        let saved: Vec<&str> = saved.lines().collect();
+        assert_eq!(saved.len(), 5, "{saved:?}");
+        assert!(
+            saved[1].starts_with("20")
+                && saved[1].ends_with(&format!("{FAKE_INSTANCE_ID} WARNING second line")),
+            "{saved:?}"
+        );
+
+        page.click("#logs-clear").await;
+        page.wait_for_text("#log-lines", str::is_empty).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_log_stream_silent_past_its_heartbeats_is_reopened_where_it_was() {
+    let app = TestApp::spawn().await;
+    app.api
+        .set_log_heartbeat(std::time::Duration::from_secs(600));
+    Chrome::run("logs-silent", app.url.clone(), |page| async move {
+        open_logs_of(&page, &app, HELLO_APP).await;
+        log_stream(&app, 0).await;
+        let id = app
+            .api
+            .write_app_log(HELLO_APP, AppLog::new("the last word"));
+        page.wait_for_text("#log-lines", |text| text.contains("the last word"))
+            .await;
+
+        // No heartbeat comes: the page gives up on the stream after 5 s.
+        page.wait_for_text("#logs-status", |text| text.contains("No heartbeat"))
+            .await;
+
+        let reopened = log_stream(&app, 1).await;
+        assert_eq!(reopened.last_event_id, Some(id.to_string()));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn log_filters_reach_the_api_and_the_end_of_the_stream_says_why() {
+    let app = TestApp::spawn().await;
+    Chrome::run("logs-filters", app.url.clone(), |page| async move {
+        open_logs_of(&page, &app, ENGINE_APP).await;
+        let first = log_stream(&app, 0).await;
+        assert_eq!(
+            first.owner_id, FAKE_ORGANISATION_ID,
+            "an organisation's application is the organisation's"
+        );
+
+        // Act: every filter the API offers, then Apply.
+        page.js(
+            "document.getElementById('logs-since').value = '2026-05-01T10:00:00';\
+             document.getElementById('logs-until').value = '2026-05-01T11:30:00';",
+            vec![],
+        )
+        .await;
+        page.type_into("#logs-filter", "timeout").await;
+        page.type_into("#logs-deployment", FAKE_DEPLOYMENT_ID).await;
+        page.type_into("#logs-instance", &format!("i-other, {FAKE_INSTANCE_ID}"))
+            .await;
+        page.click("#logs-apply").await;
+
+        // Assert: the stream is asked for again, with them.
+        let filtered = log_stream(&app, 1).await;
+        let local = |value: &str| {
+            let page = page.clone();
+            let value = value.to_owned();
+            async move {
+                page.js(
+                    "return new Date(arguments[0]).toISOString()",
+                    vec![json!(value)],
+                )
+                .await
+            }
+        };
+        assert_eq!(
+            filtered.param("since").map(Value::from),
+            Some(local("2026-05-01T10:00:00").await)
+        );
+        assert_eq!(
+            filtered.param("until").map(Value::from),
+            Some(local("2026-05-01T11:30:00").await)
+        );
+        assert_eq!(filtered.param("filter"), Some("timeout"));
+        assert_eq!(filtered.param("deploymentId"), Some(FAKE_DEPLOYMENT_ID));
+        assert_eq!(filtered.params("instanceId"), ["i-other", FAKE_INSTANCE_ID]);
+        assert_eq!(filtered.last_event_id, None, "new filters, a new stream");
+        app.api
+            .write_app_log(ENGINE_APP, AppLog::new("request timeout after 30 s"));
+        page.wait_for_text("#log-lines", |text| text.contains("request timeout"))
+            .await;
+
+        // The API ends the stream: the page says why and stays where it is.
+        app.api.end_log_streams("UNTIL_REACHED");
+        let note = page
+            .wait_for_text("#logs-note", |text| !text.is_empty())
+            .await;
+        assert!(note.contains("until reached"), "{note}");
+        assert_eq!(page.text("#logs-status").await, "Ended");
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        assert_eq!(
+            app.api.log_streams().len(),
+            2,
+            "no reconnection after an end"
+        );
+        page.screenshot("ended").await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_access_logs_tab_shows_each_request() {
+    let app = TestApp::spawn().await;
+    Chrome::run("access-logs", app.url.clone(), |page| async move {
+        open_logs_of(&page, &app, HELLO_APP).await;
+        log_stream(&app, 0).await;
+
+        page.click("#logs-tab-access").await;
+
+        let access = log_stream(&app, 1).await;
+        assert_eq!(access.kind, LogKind::Access);
+        assert_eq!(
+            (access.owner_id.as_str(), access.app_id.as_str()),
+            (FAKE_USER_ID, HELLO_APP)
+        );
+        let text_filter = page.find("#logs-filter").await;
+        assert!(
+            !text_filter.is_displayed().await.expect("displayed"),
+            "access logs take only the times"
+        );
+        page.wait_for_text("#logs-status", |text| text == "Live")
+            .await;
+        app.api.write_access_log(
+            HELLO_APP,
+            &AccessLog {
+                method: "POST".to_owned(),
+                path: "/api/orders".to_owned(),
+                status: 502,
+                source_ip: "203.0.113.9".to_owned(),
+                duration_ms: 1234,
+            },
+        );
+        page.wait_for_text("#log-lines", |text| text.contains("/api/orders"))
+            .await;
+        let rows = shown_lines(&page).await;
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert_eq!(
+            rows[0][1..],
+            ["POST", "/api/orders", "502", "203.0.113.9", "1234 ms"],
+            "{rows:?}"
+        );
+        page.js(
+            "document.getElementById('logs').scrollIntoView({ behavior: 'instant' })",
+            vec![],
+        )
+        .await;
+        page.screenshot("access").await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn live_logs_fall_back_to_the_websocket_relay_where_the_v4_stream_is_missing() {
+    let app = TestApp::spawn().await;
+    app.api.remove_v4_logs(true);
+    Chrome::run("logs-fallback", app.url.clone(), |page| async move {
+        let logs_path = format!("/v2/logs/logs-socket/{HELLO_APP}");
+        open_logs_of(&page, &app, HELLO_APP).await;
+        page.wait_for_text("#logs-status", |text| text == "Live")
+            .await;
+        let first = upstream_socket(&app, &logs_path, 0).await;
+        assert_eq!(first.raw_query, None, "a first connection starts live");
+        let v4_tries = app
+            .api
+            .requests()
+            .iter()
+            .filter(|request| request.path.starts_with("/v4/logs/"))
+            .count();
+        assert_eq!(v4_tries, 1, "the v4 stream was tried first, once");
+        let note = page.text("#logs-note").await;
+        assert!(note.contains("older log socket"), "{note}");
+
+        // Lines stream in.
+        first.send_log_line("first line");
+        first.send_log_line("second line");
+        page.wait_for_text("#log-lines", |text| text.contains("second line"))
             .await;
 
         // The upstream drops: the page reconnects, resuming from the last
@@ -588,18 +910,7 @@ async fn live_logs_stream_pause_clear_and_survive_an_upstream_close() {
             .wait_for_text("#log-lines", |text| text.contains("after the reconnection"))
             .await;
         assert_eq!(text.matches("first line").count(), 1, "{text}");
-        assert_eq!(
-            page.find("#logs-status")
-                .await
-                .attr("data-connections")
-                .await
-                .expect("attr"),
-            Some("2".to_owned())
-        );
-        page.screenshot("streaming").await;
-
-        page.click("#logs-clear").await;
-        page.wait_for_text("#log-lines", str::is_empty).await;
+        assert_eq!(connections(&page).await, Some("2".to_owned()));
     })
     .await;
 }

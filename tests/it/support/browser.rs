@@ -249,8 +249,10 @@ impl Page {
     }
 
     /// Clicks the element matching `css`, as a person would: brought to the
-    /// middle of the view, and clicked again a moment later while something
-    /// else is over it (a layout still moving as live lines arrive).
+    /// middle of the view at once (the stylesheet's smooth scrolling would
+    /// still be moving the page under the click), and clicked again a moment
+    /// later while something else is over it (a layout still moving as live
+    /// lines arrive).
     pub async fn click(&self, css: &str) {
         let started = Instant::now();
         loop {
@@ -259,7 +261,7 @@ impl Page {
                 let _ = self
                     .client
                     .execute(
-                        "arguments[0].scrollIntoView({block: 'center'})",
+                        "arguments[0].scrollIntoView({block: 'center', behavior: 'instant'})",
                         vec![argument],
                     )
                     .await;

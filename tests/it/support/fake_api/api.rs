@@ -20,8 +20,8 @@ use sha2::{Digest as _, Sha256};
 use super::state::{Refusal, TokenKind, hex};
 use super::verify::Params;
 use super::{
-    FAKE_USER_EMAIL, FAKE_USER_ID, FAKE_USER_NAME, FakeApi, SharedState, header_pairs, is_form,
-    lock, signed_request, unix_now,
+    FAKE_ORGANISATION_ID, FAKE_USER_EMAIL, FAKE_USER_ID, FAKE_USER_NAME, FakeApi, SharedState,
+    header_pairs, is_form, lock, signed_request, unix_now,
 };
 
 /// The largest form body read whole to check its signature.
@@ -43,6 +43,7 @@ pub(super) fn router(state: SharedState) -> Router<SharedState> {
         .route("/download", get(download))
         .route("/slow", get(slow))
         .route("/html", get(html))
+        .merge(super::log_streams::router())
         .fallback(echo)
         .layer(middleware::from_fn_with_state(state, authenticate))
         .layer(middleware::map_response(add_api_headers))
@@ -197,6 +198,15 @@ async fn summary() -> Json<Value> {
                     "state": "SHOULD_BE_DOWN",
                 },
             ],
+            "addons": [],
+        }, {
+            "id": FAKE_ORGANISATION_ID,
+            "name": "Analytical Engines",
+            "applications": [{
+                "id": "app_33333333-3333-3333-3333-333333333333",
+                "name": "difference-engine",
+                "state": "SHOULD_BE_UP",
+            }],
             "addons": [],
         }],
     }))

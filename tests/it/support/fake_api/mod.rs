@@ -5,6 +5,7 @@
 
 mod api;
 mod dance;
+mod log_streams;
 mod sockets;
 mod state;
 pub mod verify;
@@ -23,6 +24,9 @@ use futures_util::TryStreamExt as _;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+pub use log_streams::{
+    AccessLog, AppLog, FAKE_DEPLOYMENT_ID, FAKE_INSTANCE_ID, LogKind, LogStreamRequest,
+};
 pub use sockets::{AUTH_FAILED_CLOSE, FakeSocket};
 pub use state::{IssuedToken, PendingRequestToken, RecordedRequest};
 use state::{Refusal, State};
@@ -32,6 +36,9 @@ use verify::{RequestParts, SignedRequest};
 pub const FAKE_USER_ID: &str = "user_00000000-0000-4000-8000-00000000ada1";
 /// The fake user's name.
 pub const FAKE_USER_NAME: &str = "Ada Lovelace";
+/// The organisation the fake user is a member of, beside their personal
+/// space (whose id is the user's).
+pub const FAKE_ORGANISATION_ID: &str = "orga_3a9e1a4c-1f00-4d2b-8f00-000000000042";
 /// The fake user's email.
 pub const FAKE_USER_EMAIL: &str = "ada@example.com";
 
@@ -214,6 +221,46 @@ impl FakeApi {
         .await;
         assert!(opened, "fake API: socket {index} never authenticated");
         self.sockets()[index].clone()
+    }
+
+    /// Writes an application log line for `app_id`; the v4 streams send
+    /// it as event `id`, returned.
+    pub fn write_app_log(&self, app_id: &str, line: AppLog) -> u64 {
+        lock(&self.state).log_streams.write_app_log(app_id, line)
+    }
+
+    /// Writes an access log line for `app_id`; returns its event id.
+    pub fn write_access_log(&self, app_id: &str, line: &AccessLog) -> u64 {
+        lock(&self.state).log_streams.write_access_log(app_id, line)
+    }
+
+    /// Every open v4 log stream breaks off, without `END_OF_STREAM`.
+    pub fn drop_log_streams(&self) {
+        lock(&self.state).log_streams.finish_open_streams(None);
+    }
+
+    /// Every open v4 log stream sends `END_OF_STREAM` with `ended_by`, then
+    /// closes.
+    pub fn end_log_streams(&self, ended_by: &str) {
+        lock(&self.state)
+            .log_streams
+            .finish_open_streams(Some(ended_by));
+    }
+
+    /// How long a quiet v4 log stream waits before a `HEARTBEAT` (1 s unless
+    /// changed).
+    pub fn set_log_heartbeat(&self, period: std::time::Duration) {
+        lock(&self.state).log_streams.heartbeat = period;
+    }
+
+    /// Makes the v4 log endpoints answer 404, as an API without them would.
+    pub fn remove_v4_logs(&self, missing: bool) {
+        lock(&self.state).log_streams.missing = missing;
+    }
+
+    /// The v4 log stream requests received so far, oldest first.
+    pub fn log_streams(&self) -> Vec<LogStreamRequest> {
+        lock(&self.state).log_streams.requests().to_vec()
     }
 
     /// Waits (at most 20 s) until `condition` holds on the fake; `false` if

@@ -151,6 +151,8 @@ pub(super) struct State {
     /// How many `GET /v2/self` were a login's identity check: the first
     /// one with a token the dance just issued.
     pub identity_checks: usize,
+    /// The v4 log streams: lines written, requests received.
+    pub log_streams: super::log_streams::LogStreams,
 }
 
 impl State {
