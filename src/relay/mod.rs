@@ -9,6 +9,8 @@
 //! `socket_ready`: a refusal of the OAuth message arrives as an error
 //! message, which is forwarded before the client is closed with 1008.
 
+mod close;
+mod control;
 pub mod frame;
 pub mod pump;
 mod registry;
@@ -24,7 +26,8 @@ use axum::routing::get;
 use axum::{Extension, Router};
 use tokio::time::Instant;
 
-pub use pump::{Close, End, Limits, Pump};
+pub use close::{Close, End};
+pub use pump::{Limits, Pump};
 pub use registry::{CallerKey, LimitReached, OwnerKey, RelayLimits, RelayRegistry, RelaySlot};
 use upgrade::{ClientStream, ClientUpgrade};
 use upstream::{Target, UpstreamSocket};
