@@ -41,13 +41,7 @@ const OPENING_CONCURRENCY: usize = 100;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args
-        .iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .as_slice()
-    {
+    match support::args().as_slice() {
         ["stub", addr] => stub(addr).await,
         ["run", server, stub, pid, messages, idle] => {
             let idle = idle

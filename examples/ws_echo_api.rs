@@ -28,13 +28,7 @@ const MAX_HEAD_BYTES: usize = 16 * 1024;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args
-        .iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .as_slice()
-    {
+    match support::args().as_slice() {
         ["api", addr] => api(addr).await,
         ["adapter", addr, server] => adapter(addr, server).await,
         _ => bail!("usage: ws_echo_api api ADDR | ws_echo_api adapter ADDR SERVER_URL"),

@@ -4,14 +4,29 @@
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
+use axum::Json;
 use axum::Router;
-use axum::routing::post;
+use axum::routing::{get, post};
 use reqwest::StatusCode;
 use reqwest::cookie::{CookieStore as _, Jar};
+use serde_json::json;
 
-/// The API's token endpoints, which hand out fixed tokens to anyone.
+/// The program's arguments after its name, to match as a slice.
+pub fn args() -> Vec<&'static str> {
+    // Kept for the whole run anyway.
+    std::env::args().skip(1).map(|arg| &*arg.leak()).collect()
+}
+
+/// The API's token endpoints, which hand out fixed tokens to anyone, and
+/// `/v2/self`, which says whom they are for.
 pub fn oauth_stub() -> Router {
     Router::new()
+        .route(
+            "/v2/self",
+            get(|| async {
+                Json(json!({ "id": "user_example", "name": "Example", "email": "example@example.com" }))
+            }),
+        )
         .route(
             "/v2/oauth/request_token",
             post(|| async { "oauth_token=rt&oauth_token_secret=rs&oauth_callback_confirmed=true" }),
