@@ -13,21 +13,20 @@
 //!   latency of small messages (p50, p99), through the relay and straight
 //!   to the stub with the same client.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use axum::Router;
 use axum::extract::ws::{Message as AxumMessage, WebSocket, WebSocketUpgrade};
-use axum::routing::{get, post};
+use axum::routing::get;
 use futures_util::{SinkExt as _, StreamExt as _, stream};
-use reqwest::cookie::{CookieStore as _, Jar};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::{Message, http};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+mod support;
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -42,13 +41,7 @@ const OPENING_CONCURRENCY: usize = 100;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args
-        .iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .as_slice()
-    {
+    match support::args().as_slice() {
         ["stub", addr] => stub(addr).await,
         ["run", server, stub, pid, messages, idle] => {
             let idle = idle
@@ -67,26 +60,15 @@ async fn main() -> anyhow::Result<()> {
 // ---- The API stub ----
 
 async fn stub(addr: &str) -> anyhow::Result<()> {
-    let app = Router::new()
-        .route(
-            "/v2/oauth/request_token",
-            post(|| async { "oauth_token=rt&oauth_token_secret=rs&oauth_callback_confirmed=true" }),
-        )
-        .route(
-            "/v2/oauth/access_token",
-            post(|| async {
-                "oauth_token=at&oauth_token_secret=as&expiration_date=2099-01-01T00%3A00%3A00Z"
-            }),
-        )
-        .route(
-            "/v2/events/event-socket",
-            get(|upgrade: WebSocketUpgrade| async move {
-                upgrade
-                    .read_buffer_size(8 * 1024)
-                    .write_buffer_size(8 * 1024)
-                    .on_upgrade(serve_socket)
-            }),
-        );
+    let app = support::oauth_stub().route(
+        "/v2/events/event-socket",
+        get(|upgrade: WebSocketUpgrade| async move {
+            upgrade
+                .read_buffer_size(8 * 1024)
+                .write_buffer_size(8 * 1024)
+                .on_upgrade(serve_socket)
+        }),
+    );
     let listener = tokio::net::TcpListener::bind(addr).await?;
     axum::serve(listener, app).await?;
     Ok(())
@@ -172,7 +154,7 @@ async fn run(
     messages: u64,
     idle_counts: &[usize],
 ) -> anyhow::Result<()> {
-    let cookie = log_in(server).await?;
+    let cookie = support::log_in(server).await?;
     let relayed = Target {
         url: format!("{}/ws/events", server.replacen("http", "ws", 1)),
         headers: vec![("cookie", cookie), ("origin", server.to_owned())],
@@ -309,47 +291,6 @@ async fn latency(target: &Target) -> anyhow::Result<(Duration, Duration)> {
         samples[samples.len() / 2],
         samples[samples.len() * 99 / 100],
     ))
-}
-
-/// Logs in to the server (whose API is the stub) and returns the session's
-/// `Cookie` header.
-async fn log_in(server: &str) -> anyhow::Result<String> {
-    let jar = Arc::new(Jar::default());
-    let client = reqwest::Client::builder()
-        .cookie_provider(jar.clone())
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .build()?;
-    let page = client
-        .get(format!("{server}/login"))
-        .send()
-        .await?
-        .text()
-        .await?;
-    let marker = r#"name="csrf" value=""#;
-    let start = page.find(marker).context("no CSRF field on /login")? + marker.len();
-    let csrf = &page[start..start + page[start..].find('"').context("CSRF value")?];
-    let started = client
-        .post(format!("{server}/login"))
-        .form(&[("csrf", csrf)])
-        .send()
-        .await?;
-    if started.status() != http::StatusCode::SEE_OTHER {
-        bail!("POST /login answered {}", started.status());
-    }
-    let finished = client
-        .get(format!(
-            "{server}/callback?oauth_token=rt&oauth_verifier=v&user=bench"
-        ))
-        .send()
-        .await?;
-    if finished.status() != http::StatusCode::SEE_OTHER {
-        bail!("GET /callback answered {}", finished.status());
-    }
-    let cookie = jar
-        .cookies(&server.parse()?)
-        .context("no session cookie after login")?;
-    Ok(cookie.to_str()?.to_owned())
 }
 
 /// CPU time (user and system, all threads) of process `pid` so far, to

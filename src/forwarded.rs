@@ -59,7 +59,14 @@ impl IpRange {
             (IpAddr::V6(network), IpAddr::V6(address)) => {
                 prefix_matches(&network.octets(), &address.octets(), self.prefix)
             }
-            _ => false,
+            // An IPv6 block written over IPv4-mapped addresses
+            // (`::ffff:10.0.0.1`, `::/0`) holds their IPv4 forms.
+            (IpAddr::V6(network), IpAddr::V4(address)) => prefix_matches(
+                &network.octets(),
+                &address.to_ipv6_mapped().octets(),
+                self.prefix,
+            ),
+            (IpAddr::V4(_), IpAddr::V6(_)) => false,
         }
     }
 }
@@ -232,6 +239,19 @@ mod tests {
         assert!(IpRange::parse("0.0.0.0/0").is_some_and(|all| all.contains(ip("8.8.8.8"))));
         assert_eq!(IpRange::parse("10.0.0.0/33"), None);
         assert_eq!(IpRange::parse("example.com"), None);
+    }
+
+    #[test]
+    fn ipv4_mapped_entries_hold_the_ipv4_addresses() {
+        let mapped = IpRange::parse("::ffff:10.0.0.1");
+        assert!(mapped.is_some_and(|mapped| mapped.contains(ip("10.0.0.1"))));
+        assert!(mapped.is_some_and(|mapped| mapped.contains(ip("::ffff:10.0.0.1"))));
+        assert!(mapped.is_some_and(|mapped| !mapped.contains(ip("10.0.0.2"))));
+        let block = IpRange::parse("::ffff:10.0.0.0/104");
+        assert!(block.is_some_and(|block| block.contains(ip("10.200.0.1"))));
+        assert!(block.is_some_and(|block| !block.contains(ip("11.0.0.1"))));
+        assert!(IpRange::parse("::/0").is_some_and(|all| all.contains(ip("8.8.8.8"))));
+        assert!(IpRange::parse("10.0.0.0/8").is_some_and(|v4| !v4.contains(ip("fd00::1"))));
     }
 
     #[test]

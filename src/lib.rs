@@ -9,6 +9,9 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod forwarded;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod healthcheck;
 pub mod hex;
 pub mod metrics;

@@ -91,6 +91,8 @@ pub fn check_path(path: &str) -> Result<(), TargetError> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     fn api_host() -> Url {
@@ -188,5 +190,47 @@ mod tests {
         );
         assert_eq!(target("/apiv2/self"), Err(TargetError::NotUnderPrefix));
         assert_eq!(target("/v2/self"), Err(TargetError::NotUnderPrefix));
+    }
+
+    /// Whether `path` holds a segment that is `.` or `..` once decoded.
+    fn has_dot_segment(path: &str) -> bool {
+        path.split('/').any(|segment| {
+            let decoded: Vec<u8> = percent_decode_str(segment).collect();
+            decoded
+                .split(|byte| *byte == b'/')
+                .any(|piece| piece == b"." || piece == b"..")
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn accepted_paths_stay_under_their_version_without_dot_segments(
+            version in prop_oneof![Just("v2"), Just("v4")],
+            // Dots, slashes, backslashes and the pieces of their encodings.
+            segments in prop::collection::vec(r"[a-c0-9.%25eEfFcC/\\]{0,6}", 0..5),
+            query in "[a-z.%/=&]{0,6}",
+        ) {
+            let uri = format!("/api/{version}/{}?{query}", segments.join("/"));
+            let Ok(uri) = uri.parse::<Uri>() else {
+                return Ok(());
+            };
+            if let Ok(url) = target_url(&api_host(), &uri) {
+                prop_assert_eq!(url.origin(), api_host().origin());
+                let version_prefix = format!("/{version}/");
+                prop_assert!(url.path().starts_with(&version_prefix), "{} from {}", url, uri);
+                prop_assert!(!has_dot_segment(url.path()), "{} from {}", url, uri);
+            }
+        }
+
+        #[test]
+        fn plain_segments_are_always_accepted(
+            version in prop_oneof![Just("v2"), Just("v4")],
+            segments in prop::collection::vec("[a-zA-Z0-9_~-][a-zA-Z0-9._~-]{0,8}", 0..5),
+        ) {
+            let path = format!("/{version}/{}", segments.join("/"));
+            let uri: Uri = format!("{PREFIX}{path}").parse().map_err(|_| TestCaseError::reject("not a URI"))?;
+            let url = target_url(&api_host(), &uri);
+            prop_assert_eq!(url.map(|url| url.path().to_owned()), Ok(path));
+        }
     }
 }

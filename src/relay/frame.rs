@@ -306,6 +306,8 @@ pub fn close_payload(code: u16, reason: &str) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     const LIMIT: usize = 1 << 20;
@@ -479,5 +481,51 @@ mod tests {
         );
         assert!(parse_close(&[3]).is_err());
         assert!(parse_close(&[3, 232, 0xFF]).is_err());
+    }
+
+    /// Frames as either peer may send them: data frames of any length
+    /// around the 7-, 16- and 64-bit length boundaries, whole and short
+    /// control frames.
+    fn any_frame() -> impl Strategy<Value = (bool, Opcode, Vec<u8>)> {
+        let payload = prop_oneof![
+            4 => prop::collection::vec(any::<u8>(), 0..200),
+            1 => prop::collection::vec(any::<u8>(), 65_530..65_540),
+        ];
+        let data = (
+            any::<bool>(),
+            prop_oneof![Just(Opcode::Text), Just(Opcode::Binary)],
+            payload,
+        );
+        let control = (
+            Just(true),
+            prop_oneof![Just(Opcode::Close), Just(Opcode::Ping), Just(Opcode::Pong)],
+            prop::collection::vec(any::<u8>(), 0..=MAX_CONTROL_PAYLOAD),
+        );
+        prop_oneof![data, control]
+    }
+
+    proptest! {
+        #[test]
+        fn a_written_frame_reads_back_the_same(
+            (fin, opcode, payload) in any_frame(),
+            mask in any::<Option<[u8; 4]>>(),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let bytes = frame(fin, opcode, &payload, mask);
+            let mut reader = Reader::new(mask.is_some(), LIMIT);
+            let cut = cut.index(bytes.len());
+            prop_assert!(
+                matches!(reader.next(&bytes[..cut]), Ok(Next::NeedMore(need)) if need > cut),
+                "a frame cut at {} of {} bytes is awaited", cut, bytes.len()
+            );
+            let header = whole(&mut reader, &bytes).map_err(TestCaseError::fail)?;
+            prop_assert_eq!((header.fin, header.opcode, header.mask), (fin, opcode, mask));
+            prop_assert_eq!(header.frame_len(), bytes.len());
+            let mut read = bytes[header.payload()].to_vec();
+            if let Some(key) = header.mask {
+                apply_mask(&mut read, key);
+            }
+            prop_assert_eq!(read, payload);
+        }
     }
 }

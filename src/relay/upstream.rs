@@ -243,22 +243,37 @@ where
         if stream.read_buf(&mut received).await.map_err(unreachable)? == 0 {
             return Err(unreachable(io::ErrorKind::UnexpectedEof.into()));
         }
-        let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
-        let mut response = httparse::Response::new(&mut headers);
-        let head_len = match response.parse(&received) {
-            Ok(httparse::Status::Complete(head_len)) => head_len,
-            Ok(httparse::Status::Partial) if received.len() < MAX_RESPONSE_HEAD_BYTES => continue,
-            Ok(httparse::Status::Partial) => {
-                return Err(unreachable(invalid_data(
-                    "the handshake response is too long",
-                )));
-            }
-            Err(_) => return Err(unreachable(invalid_data("not an HTTP response"))),
-        };
-        check_upgrade(&response, &key)?;
-        received.advance(head_len);
-        return Ok(received);
+        if let Some(head_len) = handshake_response(&received, &key)? {
+            received.advance(head_len);
+            return Ok(received);
+        }
     }
+}
+
+/// Reads the API's answer to the upgrade asked for with `key` from the
+/// start of `received`: the length of its head once it is whole and
+/// accepts the upgrade, `None` while more of it is to come.
+pub(crate) fn handshake_response(received: &[u8], key: &str) -> Result<Option<usize>, RelayError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
+    let mut response = httparse::Response::new(&mut headers);
+    let head_len = match response.parse(received) {
+        Ok(httparse::Status::Complete(head_len)) => head_len,
+        Ok(httparse::Status::Partial) if received.len() < MAX_RESPONSE_HEAD_BYTES => {
+            return Ok(None);
+        }
+        Ok(httparse::Status::Partial) => {
+            return Err(RelayError::Unreachable(invalid_data(
+                "the handshake response is too long",
+            )));
+        }
+        Err(_) => {
+            return Err(RelayError::Unreachable(invalid_data(
+                "not an HTTP response",
+            )));
+        }
+    };
+    check_upgrade(&response, key)?;
+    Ok(Some(head_len))
 }
 
 /// Whether the API's response accepts the upgrade asked for with `key`.
