@@ -23,7 +23,7 @@ pub(crate) const REFUSED_SCOPE: &str = "scope";
 
 /// How the caller proved who it is.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Credential {
+pub(crate) enum Credential {
     /// The browser's session cookie.
     Session,
     /// `Authorization: Bearer <proxy token>`: the token (its id, scope,
@@ -33,18 +33,16 @@ pub enum Credential {
 
 /// An authenticated caller and the OAuth tokens it acts with.
 #[derive(Clone, Debug)]
-pub struct Caller {
+pub(crate) struct Caller {
     /// The access token (and consumer) to sign with.
-    pub grant: AccessGrant,
+    pub(crate) grant: AccessGrant,
     /// What authenticated the caller.
-    pub credential: Credential,
-    /// The browser session, when that is how the caller came.
-    pub session: Option<AppSession>,
+    pub(crate) credential: Credential,
 }
 
 /// Why a caller was turned away. Answers JSON: these routes serve programs.
 #[derive(Debug, thiserror::Error)]
-pub enum AuthError {
+pub(crate) enum AuthError {
     /// Neither a logged-in session nor a bearer token.
     #[error("not logged in: log in on this server, or send Authorization: Bearer <proxy token>")]
     Missing,
@@ -120,7 +118,6 @@ impl FromRequestParts<AppState> for Caller {
             return Ok(Self {
                 grant,
                 credential: Credential::ProxyToken(info),
-                session: None,
             });
         }
 
@@ -135,7 +132,6 @@ impl FromRequestParts<AppState> for Caller {
         Ok(Self {
             grant,
             credential: Credential::Session,
-            session: Some(session),
         })
     }
 }

@@ -15,10 +15,12 @@ use crate::forwarded::{IpRange, TrustedProxies};
 use crate::oauth::signature::{Freshness, Request};
 use crate::oauth::{Credentials, SignatureMethod, Signer};
 use crate::proxy::target;
+use crate::relay::close::{Close, CloseAction, End};
+use crate::relay::control::classify;
 use crate::relay::frame::{self, Next, Opcode, Reader, Violation};
-use crate::relay::pump::{self, Close, End};
+use crate::relay::target::Target;
 use crate::relay::upgrade::ClientUpgrade;
-use crate::relay::upstream::{self, Target};
+use crate::upstream::handshake::handshake_response;
 
 /// Largest message the fuzzed frame readers accept: small, so that the
 /// size limit is reached often.
@@ -91,7 +93,7 @@ fn read_frames(peer_masks: bool, data: &[u8], chunk: usize) -> Frames {
 fn look_into(header: frame::Header, payload: &[u8]) {
     match header.opcode {
         Opcode::Text if header.fin => {
-            let _ = pump::classify(payload);
+            let _ = classify(payload);
         }
         Opcode::Close => {
             if let Ok(close) = frame::parse_close(payload) {
@@ -99,7 +101,7 @@ fn look_into(header: frame::Header, payload: &[u8]) {
                 for end in [End::ClientClosed(close.clone()), End::UpstreamClosed(close)] {
                     let (client, api) = end.close_actions();
                     for action in [client, api] {
-                        if let pump::CloseAction::Send(close) = action {
+                        if let CloseAction::Send(close) = action {
                             let payload = frame::close_payload(close.code, &close.reason);
                             assert!(payload.len() <= frame::MAX_CONTROL_PAYLOAD);
                         }
@@ -292,7 +294,7 @@ pub fn forwarded(data: &[u8]) {
 /// The API's answer to the relay's upgrade: a head accepted is whole, and
 /// every shorter piece of it asks for more.
 pub fn upstream_handshake(data: &[u8]) {
-    let Ok(answer) = upstream::handshake_response(data, HANDSHAKE_KEY) else {
+    let Ok(answer) = handshake_response(data, HANDSHAKE_KEY) else {
         return;
     };
     let Some(head_len) = answer else {
@@ -302,10 +304,7 @@ pub fn upstream_handshake(data: &[u8]) {
     assert!(data[..head_len].ends_with(b"\n\n") || data[..head_len].ends_with(b"\n\r\n"));
     for cut in [head_len - 1, head_len / 2] {
         assert!(
-            matches!(
-                upstream::handshake_response(&data[..cut], HANDSHAKE_KEY),
-                Ok(None)
-            ),
+            matches!(handshake_response(&data[..cut], HANDSHAKE_KEY), Ok(None)),
             "a piece of an accepted head is not awaited"
         );
     }

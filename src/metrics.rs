@@ -7,11 +7,6 @@
 
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -19,15 +14,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use sha2::{Digest as _, Sha256};
-use subtle::ConstantTimeEq as _;
-
-use crate::AppState;
-use crate::auth::bearer_token;
-use crate::secret::Secret;
 
 /// Media type of the OpenMetrics text format, which Prometheus scrapes.
-const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// The route label of requests that matched no route, so that scanners
 /// probing random paths cannot grow the label set without bound.
@@ -318,44 +307,6 @@ impl Metrics {
     }
 }
 
-/// `GET /metrics`.
-pub fn router() -> Router<AppState> {
-    Router::new().route("/metrics", get(scrape))
-}
-
-async fn scrape(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let Some(expected) = &state.config.metrics_token else {
-        return StatusCode::NOT_FOUND.into_response();
-    };
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(bearer_token);
-    if !presented.is_some_and(|token| token_matches(token, expected)) {
-        return (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            "send Authorization: Bearer <METRICS_TOKEN>\n",
-        )
-            .into_response();
-    }
-    match state.metrics.encode() {
-        Ok(text) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response(),
-        Err(error) => {
-            tracing::error!(%error, "metrics could not be encoded");
-            StatusCode::INTERNAL_SERVER_ERROR.into_response()
-        }
-    }
-}
-
-/// Compares digests in constant time, so neither the content nor the length
-/// of the token leaks through timing.
-fn token_matches(presented: &str, expected: &Secret) -> bool {
-    let presented = Sha256::digest(presented.as_bytes());
-    let expected = Sha256::digest(expected.expose().as_bytes());
-    presented.ct_eq(&expected).into()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -409,13 +360,5 @@ mod tests {
         );
         assert!(!text.contains("XM00"), "{text}");
         Ok(())
-    }
-
-    #[test]
-    fn tokens_are_compared_whole() {
-        let expected = Secret::new("s3cret-metrics-token");
-        assert!(token_matches("s3cret-metrics-token", &expected));
-        assert!(!token_matches("s3cret-metrics-toke", &expected));
-        assert!(!token_matches("", &expected));
     }
 }

@@ -43,11 +43,11 @@ pub fn init(format: LogFormat) {
 
 /// A request's id, as a request extension for handlers that want it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RequestId(pub String);
+pub(crate) struct RequestId(pub(crate) String);
 
 /// The client's id when it is sane (short, printable, no separators that
 /// could forge log structure), else a new random one.
-pub fn request_id(presented: Option<&HeaderValue>) -> RequestId {
+pub(crate) fn request_id(presented: Option<&HeaderValue>) -> RequestId {
     let sane = presented
         .and_then(|value| value.to_str().ok())
         .filter(|id| {
@@ -76,7 +76,7 @@ fn new_request_id() -> String {
 /// rest of the stack and the future on every request: this runs on every
 /// proxied call.
 #[derive(Clone)]
-pub struct Track {
+pub(crate) struct Track {
     state: AppState,
 }
 
@@ -100,7 +100,7 @@ impl<S> tower::Layer<S> for Track {
 
 /// A service wrapped by [`Track`].
 #[derive(Clone)]
-pub struct Tracked<S> {
+pub(crate) struct Tracked<S> {
     inner: S,
     state: AppState,
 }

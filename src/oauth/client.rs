@@ -1,7 +1,7 @@
 //! The API's three OAuth endpoints: request token, authorize, access token.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Deserialize;
 use tracing::instrument;
@@ -82,16 +82,18 @@ pub struct OAuthClient {
     http: reqwest::Client,
     api_host: Url,
     signer: Signer,
-    metrics: Option<Arc<Metrics>>,
+    /// Where every call is counted (upstreams `oauth` and `identity`).
+    metrics: Arc<Metrics>,
 }
 
 impl OAuthClient {
-    /// A client for `api_host`, with its own time-outs and no redirects.
+    /// A client for `api_host`, with its own time-outs and no redirects,
+    /// counting its calls in `metrics`.
     pub fn new(
         api_host: Url,
         signer: Signer,
-        connect_timeout: Duration,
-        call_timeout: Duration,
+        (connect_timeout, call_timeout): (Duration, Duration),
+        metrics: Arc<Metrics>,
     ) -> reqwest::Result<Self> {
         let http = reqwest::Client::builder()
             .connect_timeout(connect_timeout)
@@ -104,16 +106,8 @@ impl OAuthClient {
             http,
             api_host,
             signer,
-            metrics: None,
+            metrics,
         })
-    }
-
-    /// Counts every call in `metrics` (upstream `"oauth"`).
-    pub fn with_metrics(self, metrics: Arc<Metrics>) -> Self {
-        Self {
-            metrics: Some(metrics),
-            ..self
-        }
     }
 
     fn endpoint(&self, name: &str) -> Url {
@@ -256,12 +250,10 @@ impl OAuthClient {
     }
 
     async fn call(&self, request: &Request<'_>, upstream: &'static str) -> Result<Bytes, Status> {
-        let started = Instant::now();
-        let result = self.send(request).await;
-        if let Some(metrics) = &self.metrics {
-            metrics.record_upstream(upstream, started.elapsed(), outcome(&result));
-        }
-        result
+        crate::upstream::timed(&self.metrics, upstream, self.send(request), |result| {
+            Some(outcome(result))
+        })
+        .await
     }
 
     async fn send(&self, request: &Request<'_>) -> Result<Bytes, Status> {

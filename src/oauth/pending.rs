@@ -64,7 +64,8 @@ impl PendingLogins {
     }
 
     /// How many logins are in progress (stale ones included).
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.0.len()
     }
 

@@ -8,42 +8,33 @@
 
 pub mod headers;
 pub mod target;
-pub mod upstream;
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::Router;
 use axum::body::{Body, Bytes, HttpBody as _};
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::any;
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 
 use crate::AppState;
 use crate::auth::{Caller, Credential};
-use crate::config::Config;
 use crate::error::json_error;
 use crate::forwarded::ClientInfo;
 use crate::metrics::UpstreamOutcome;
 use crate::oauth::Signer;
 use crate::oauth::signature;
 use crate::proxy_tokens::audit::{CallRecord, redact_path};
+use crate::upstream;
 
+use crate::upstream::pool::UpstreamError;
 pub use target::TargetError;
-pub use upstream::{ApiClient, UpstreamError};
 
-/// The proxy's route. Every answer from it, the API's or its own refusal,
-/// is sandboxed (see [`headers::sandbox`]).
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/{*path}", any(forward))
-        .layer(tower::util::MapResponseLayer::new(sandboxed))
-}
-
-fn sandboxed(mut response: Response) -> Response {
+/// Every answer from `/api/…`, the API's or a refusal of ours, is
+/// sandboxed (see [`headers::sandbox`]).
+pub(crate) fn sandboxed(mut response: Response) -> Response {
     headers::sandbox(response.headers_mut());
     response
 }
@@ -67,7 +58,7 @@ const ALLOW: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
 
 /// Proof that the request's method is one the proxy forwards. Extracted
 /// first, so a refused method is answered before authentication.
-struct ForwardedMethod;
+pub(crate) struct ForwardedMethod;
 
 impl<S: Sync> FromRequestParts<S> for ForwardedMethod {
     type Rejection = ProxyError;
@@ -79,18 +70,6 @@ impl<S: Sync> FromRequestParts<S> for ForwardedMethod {
             Err(ProxyError::Method)
         }
     }
-}
-
-/// A pool of connections to the API, with the configured time-outs. It
-/// follows no redirect: a redirect is the API's answer to the client, and
-/// following it here would send a signed request wherever it points.
-pub fn client(config: &Config) -> Result<ApiClient, upstream::UrlNotAnOrigin> {
-    let limits = upstream::PoolLimits {
-        connect_timeout: config.api_connect_timeout(),
-        idle_timeout: config.api_idle_timeout(),
-        max_connections: usize::try_from(config.api_max_connections).unwrap_or(usize::MAX),
-    };
-    ApiClient::new(&config.api_host, limits)
 }
 
 /// Why a request was not forwarded, or got no answer from the API.
@@ -206,7 +185,7 @@ const UPSTREAM: &str = "api";
 /// names the method and route but never the path: API paths can hold
 /// secrets (`DELETE /v2/self/tokens/{token}`). A call with a proxy token is
 /// also audited, allowed or refused.
-async fn forward(
+pub(crate) async fn forward(
     _method: ForwardedMethod,
     State(state): State<AppState>,
     caller: Caller,
@@ -295,15 +274,18 @@ async fn send(state: &AppState, caller: &Caller, request: Request) -> Result<Res
 
     parts.uri = target::request_target(&url)?;
     let request = http::Request::from_parts(parts, outgoing);
-    let started = Instant::now();
-    let answer = state.api_client.send(request).await;
-    let outcome = match &answer {
-        Ok(answer) => UpstreamOutcome::Status(answer.status().as_u16()),
-        Err(error) => error.outcome(),
-    };
-    state
-        .metrics
-        .record_upstream(UPSTREAM, started.elapsed(), outcome);
+    let answer = upstream::timed(
+        &state.metrics,
+        UPSTREAM,
+        state.api_client.send(request),
+        |answer| {
+            Some(match answer {
+                Ok(answer) => UpstreamOutcome::Status(answer.status().as_u16()),
+                Err(error) => error.outcome(),
+            })
+        },
+    )
+    .await;
     let (mut parts, body) = answer.map_err(ProxyError::upstream)?.into_parts();
     tracing::debug!(status = parts.status.as_u16(), "proxied");
     headers::for_client(&mut parts.headers);

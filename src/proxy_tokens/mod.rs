@@ -17,9 +17,9 @@
 //! instance that revoked it; other instances sharing a Redis store may
 //! accept it for up to that long after.
 
-pub mod audit;
+pub(crate) mod audit;
 mod cache;
-pub mod scope;
+pub(crate) mod scope;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -36,7 +36,6 @@ use tower_sessions::session::{Id, Record};
 use tower_sessions::session_store;
 
 use self::audit::{CallRecord, KEPT_CALLS};
-pub use self::cache::RECENT_TOKEN_TTL;
 use self::cache::{Recent, RecentKey, RecentTokens};
 use self::scope::Scope;
 use crate::hex;
@@ -65,7 +64,7 @@ const LEGACY_INDEX_FIELD: &str = "proxy_token_index";
 
 /// The store failed, or holds something unreadable.
 #[derive(Debug, thiserror::Error)]
-pub enum TokenError {
+pub(crate) enum TokenError {
     /// The backend failed.
     #[error("the token store is unavailable: {0}")]
     Store(#[from] session_store::Error),
@@ -82,7 +81,7 @@ pub enum TokenError {
 
 /// What a listing shows of a token: never the token itself.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct TokenInfo {
+pub(crate) struct TokenInfo {
     /// Public identifier, used to revoke.
     pub id: String,
     /// The name its creator gave it.
@@ -141,7 +140,7 @@ impl TokenInfo {
 
 /// What a new token is asked to be.
 #[derive(Clone, Debug)]
-pub struct TokenRequest {
+pub(crate) struct TokenRequest {
     /// Its name.
     pub name: String,
     /// When it should stop working; default: in 90 days, or when the
@@ -156,7 +155,8 @@ pub struct TokenRequest {
 impl TokenRequest {
     /// A token named `name` with full scope, usable anywhere, for the
     /// default time.
-    pub fn named(name: &str) -> Self {
+    #[cfg(test)]
+    pub(crate) fn named(name: &str) -> Self {
         Self {
             name: name.to_owned(),
             expires_at: None,
@@ -167,7 +167,7 @@ impl TokenRequest {
 }
 
 /// An IP address (`192.0.2.7`, `2001:db8::1`) or network (`10.0.0.0/8`).
-pub fn parse_address(text: &str) -> Result<IpNet, TokenError> {
+pub(crate) fn parse_address(text: &str) -> Result<IpNet, TokenError> {
     let text = text.trim();
     text.parse::<IpNet>()
         .map(|net| net.trunc())
@@ -182,7 +182,7 @@ pub fn parse_address(text: &str) -> Result<IpNet, TokenError> {
 
 /// A token just created: the only time its value is known.
 #[derive(Debug, Serialize)]
-pub struct NewToken {
+pub(crate) struct NewToken {
     /// The bearer token to give to a service.
     pub token: Secret,
     /// Its description.
@@ -233,7 +233,7 @@ struct LegacyIndexEntry {
 
 /// Creates, lists, checks and revokes proxy tokens.
 #[derive(Debug)]
-pub struct ProxyTokens {
+pub(crate) struct ProxyTokens {
     store: Store,
     /// Live tokens one owner may hold at once.
     per_owner: usize,

@@ -9,28 +9,30 @@
 //! `socket_ready`: a refusal of the OAuth message arrives as an error
 //! message, which is forwarded before the client is closed with 1008.
 
-mod close;
-mod control;
-pub mod frame;
-pub mod pump;
+pub(crate) mod close;
+pub(crate) mod control;
+pub(crate) mod frame;
+pub(crate) mod pump;
 mod registry;
-pub mod upgrade;
-pub mod upstream;
+pub(crate) mod target;
+pub(crate) mod upgrade;
+mod upstream;
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Extension, Router};
 use tokio::time::Instant;
 
-pub use close::{Close, End};
-pub use pump::{Limits, Pump};
-pub use registry::{CallerKey, LimitReached, OwnerKey, RelayLimits, RelayRegistry, RelaySlot};
+use crate::upstream::websocket::WebSocket;
+pub(crate) use close::End;
+pub(crate) use pump::{Limits, Pump};
+pub use registry::RelayRegistry;
+pub(crate) use registry::{CallerKey, LimitReached, OwnerKey, RelayLimits, RelaySlot};
+use target::Target;
 use upgrade::{ClientStream, ClientUpgrade};
-use upstream::{Target, UpstreamSocket};
 
 use crate::AppState;
 use crate::auth::{AuthError, Caller, Credential, same_origin};
@@ -39,16 +41,9 @@ use crate::error::json_error;
 use crate::forwarded::ClientInfo;
 use crate::proxy_tokens::audit::CallRecord;
 
-/// The relay routes.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/ws/events", get(events))
-        .route("/ws/logs/{app_id}", get(logs))
-}
-
 /// Why a relay could not be opened. Answers JSON before the upgrade.
 #[derive(Debug, thiserror::Error)]
-pub enum RelayError {
+pub(crate) enum RelayError {
     /// Not authenticated, or a cross-site cookie.
     #[error(transparent)]
     Auth(#[from] AuthError),
@@ -116,7 +111,7 @@ impl IntoResponse for RelayError {
     }
 }
 
-async fn events(
+pub(crate) async fn events(
     State(state): State<AppState>,
     caller: Caller,
     client: Option<Extension<ClientInfo>>,
@@ -127,7 +122,7 @@ async fn events(
     open(state, caller, client, &headers, upgrade, Target::Events).await
 }
 
-async fn logs(
+pub(crate) async fn logs(
     State(state): State<AppState>,
     Path(app_id): Path<String>,
     RawQuery(query): RawQuery,
@@ -223,20 +218,14 @@ async fn open_checked(
             LimitReached::Caller(limit) => RelayError::TooMany(limit),
             LimitReached::Owner(limit) => RelayError::TooManyForOwner(limit),
         })?;
-    let started = Instant::now();
-    let upstream = upstream::connect(
-        config,
-        &target,
-        &consumer,
-        &caller.grant.token_credentials(),
+    let token = caller.grant.token_credentials();
+    let upstream = crate::upstream::timed(
+        &state.metrics,
+        target.kind(),
+        upstream::connect(config, &target, &consumer, &token),
+        upstream::outcome,
     )
-    .await;
-    if let Some(outcome) = upstream::outcome(&upstream) {
-        state
-            .metrics
-            .record_upstream(target.kind(), started.elapsed(), outcome);
-    }
-    let upstream = upstream?;
+    .await?;
     tracing::info!(stream = target.kind(), "relay opened");
 
     let limits = limits(config);
@@ -250,7 +239,7 @@ async fn open_checked(
 /// both. The slot is released last, once nothing is left open.
 async fn relay(
     client: ClientStream,
-    upstream: UpstreamSocket,
+    upstream: WebSocket,
     slot: RelaySlot,
     limits: Limits,
     shutdown: tokio_util::sync::CancellationToken,

@@ -18,7 +18,7 @@ pub struct CallerKey(String);
 
 impl CallerKey {
     /// The key of `caller`.
-    pub fn of(caller: &Caller) -> Self {
+    pub(crate) fn of(caller: &Caller) -> Self {
         match &caller.credential {
             Credential::ProxyToken(token) => Self(format!("proxy-token/{}", token.id)),
             Credential::Session => {
@@ -40,7 +40,7 @@ pub struct OwnerKey(String);
 
 impl OwnerKey {
     /// The owner of `caller`'s tokens.
-    pub fn of(caller: &Caller) -> Self {
+    pub(crate) fn of(caller: &Caller) -> Self {
         Self(caller.grant.owner())
     }
 }

@@ -15,8 +15,8 @@ use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
-use super::upstream::has_token;
 use crate::error::json_error;
+use crate::upstream::handshake::has_token;
 
 /// The client's stream once upgraded.
 pub type ClientStream = TokioIo<Upgraded>;

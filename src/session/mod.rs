@@ -22,8 +22,9 @@ pub use redis::{
     KEY_PREFIX as REDIS_KEY_PREFIX, LIST_PREFIX as REDIS_LIST_PREFIX, RedisSetupError, RedisStore,
     SET_PREFIX as REDIS_SET_PREFIX,
 };
-pub use sealed::SealingKey;
-pub use store::{Store, watch_failures};
+pub(crate) use sealed::SealingKey;
+pub use store::Store;
+pub(crate) use store::watch_failures;
 
 use crate::config::Config;
 use crate::oauth::grant::{AccessGrant, PendingLogin};
@@ -52,11 +53,11 @@ const EXPIRED_SWEEP_PERIOD: Duration = Duration::from_secs(60);
 /// The session store could not be reached or answered nonsense.
 #[derive(Debug, thiserror::Error)]
 #[error("the session store is unavailable: {0}")]
-pub struct SessionError(#[from] tower_sessions::session::Error);
+pub(crate) struct SessionError(#[from] tower_sessions::session::Error);
 
 /// This browser's session, with typed accessors.
 #[derive(Clone, Debug)]
-pub struct AppSession(Session);
+pub(crate) struct AppSession(Session);
 
 impl<S: Send + Sync> FromRequestParts<S> for AppSession {
     type Rejection = <Session as FromRequestParts<S>>::Rejection;
@@ -74,7 +75,7 @@ impl From<Session> for AppSession {
 
 /// What a callback's request token matched in this browser's session.
 #[derive(Debug)]
-pub enum PendingMatch {
+pub(crate) enum PendingMatch {
     /// One of this browser's logins.
     Found(PendingLogin),
     /// This browser has no login in progress.
@@ -180,7 +181,7 @@ impl AppSession {
 }
 
 /// A random 256-bit token, URL-safe.
-pub fn random_token() -> String {
+pub(crate) fn random_token() -> String {
     let mut bytes = [0_u8; 32];
     rand::thread_rng().fill_bytes(&mut bytes);
     base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, bytes)
@@ -204,7 +205,7 @@ pub(crate) fn derived_key(config: &Config, purpose: &str) -> Key {
 }
 
 /// The session cookie's name for `config`.
-pub fn cookie_name(config: &Config) -> &'static str {
+pub(crate) fn cookie_name(config: &Config) -> &'static str {
     if config.secure_cookies() {
         HOST_COOKIE_NAME
     } else {
@@ -213,7 +214,7 @@ pub fn cookie_name(config: &Config) -> &'static str {
 }
 
 /// The session layer over `store`, with the cookie settings the login needs.
-pub fn layer<S: SessionStore + Clone>(
+pub(crate) fn layer<S: SessionStore + Clone>(
     store: S,
     config: &Config,
 ) -> SessionManagerLayer<S, tower_sessions::service::PrivateCookie> {
@@ -233,7 +234,7 @@ pub fn layer<S: SessionStore + Clone>(
 /// The store `config` asks for: Redis when `REDIS_URL` is set, else memory
 /// with a background task deleting expired records. Records are sealed
 /// with a key derived from `SESSION_KEY`, or a random one for this process.
-pub async fn store(config: &Config) -> Result<Store, RedisSetupError> {
+pub(crate) async fn store(config: &Config) -> Result<Store, RedisSetupError> {
     let key = match &config.session_key {
         Some(session_key) => SealingKey::derive(session_key),
         None => SealingKey::random(),

@@ -2,14 +2,10 @@
 
 use std::sync::OnceLock;
 
-use axum::Router;
 use axum::extract::Path;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use sha2::{Digest as _, Sha256};
-
-use crate::AppState;
 
 /// One embedded file: its name under `/static/`, media type and body.
 struct Asset {
@@ -86,7 +82,7 @@ fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
         .any(|tag| tag == etag || tag == "*")
 }
 
-async fn serve(Path(name): Path<String>, request: HeaderMap) -> Response {
+pub(crate) async fn serve(Path(name): Path<String>, request: HeaderMap) -> Response {
     let Some((index, asset)) = find(&name) else {
         return StatusCode::NOT_FOUND.into_response();
     };
@@ -102,11 +98,6 @@ async fn serve(Path(name): Path<String>, request: HeaderMap) -> Response {
         return (StatusCode::NOT_MODIFIED, headers).into_response();
     }
     (headers, asset.body).into_response()
-}
-
-/// `/static/{name}`.
-pub fn router() -> Router<AppState> {
-    Router::new().route("/static/{name}", get(serve))
 }
 
 #[cfg(test)]

@@ -1,22 +1,18 @@
 //! Probes for the platform: liveness and readiness.
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
 
 use crate::AppState;
 
-/// `GET /health` and `GET /ready`.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/health", get(|| async { "ok" }))
-        .route("/ready", get(ready))
+/// `GET /health`: the process serves.
+pub(crate) async fn health() -> &'static str {
+    "ok"
 }
 
 /// Ready to take traffic: the session store answers and the server is not
 /// shutting down (a draining instance says 503 so the balancer moves on).
-async fn ready(State(state): State<AppState>) -> (StatusCode, &'static str) {
+pub(crate) async fn ready(State(state): State<AppState>) -> (StatusCode, &'static str) {
     if state.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down");
     }

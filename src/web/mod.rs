@@ -1,25 +1,16 @@
-//! Browser-facing routes: pages, the login dance, static assets, health.
+//! The browser's side, and the server's own endpoints: pages and the login
+//! dance, the proxy-token API, assets, probes, metrics, and the middleware
+//! every route goes through. The routes themselves are listed in
+//! `crate::router`.
 
-mod assets;
+pub(crate) mod assets;
 pub(crate) mod csrf;
 mod errors;
 mod extract;
-mod health;
+pub(crate) mod health;
 pub(crate) mod login_limit;
-pub mod middleware;
-mod pages;
-pub mod security;
-mod tokens;
-
-use axum::Router;
-
-use crate::AppState;
-
-/// Every browser-facing route.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .merge(pages::router())
-        .merge(assets::router())
-        .merge(tokens::router())
-        .merge(health::router())
-}
+pub(crate) mod metrics;
+pub(crate) mod middleware;
+pub(crate) mod pages;
+pub(crate) mod security;
+pub(crate) mod tokens;

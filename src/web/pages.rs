@@ -5,8 +5,7 @@ use askama::Template;
 use axum::extract::{Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::{get, post};
-use axum::{Extension, Form, Router};
+use axum::{Extension, Form};
 use serde::{Deserialize, Serialize};
 
 use crate::AppState;
@@ -18,16 +17,6 @@ use crate::secret::Secret;
 use crate::session::{AppSession, SessionError};
 use crate::web::csrf::Csrf;
 use crate::web::extract::WithErrorPage;
-
-/// `/`, `/login`, `/callback`, `/logout`, `/revoke`.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/", get(home))
-        .route("/login", get(login_page).post(login))
-        .route("/callback", get(callback))
-        .route("/logout", post(logout))
-        .route("/revoke", post(revoke_access))
-}
 
 #[derive(Template)]
 #[template(path = "login.html")]
@@ -177,7 +166,7 @@ fn no_store(response: Response) -> Response {
     ([(header::CACHE_CONTROL, "no-store")], response).into_response()
 }
 
-async fn home(
+pub(crate) async fn home(
     State(state): State<AppState>,
     session: AppSession,
     csrf: Csrf,
@@ -217,7 +206,7 @@ async fn home(
 
 /// The login page: no session is read or written, so an anonymous visitor
 /// costs the store nothing; the CSRF token rides on its own cookie.
-async fn login_page(State(state): State<AppState>, csrf: Csrf) -> Response {
+pub(crate) async fn login_page(State(state): State<AppState>, csrf: Csrf) -> Response {
     let page = LoginPage {
         csrf: csrf.form_token(),
         operator_consumer: state.config.operator_consumer().is_some(),
@@ -228,13 +217,13 @@ async fn login_page(State(state): State<AppState>, csrf: Csrf) -> Response {
 }
 
 #[derive(Deserialize)]
-struct LoginForm {
+pub(crate) struct LoginForm {
     csrf: String,
     consumer_key: Option<String>,
     consumer_secret: Option<Secret>,
 }
 
-async fn login(
+pub(crate) async fn login(
     State(state): State<AppState>,
     session: AppSession,
     csrf: Csrf,
@@ -284,7 +273,7 @@ fn too_many_login_starts(wait: std::time::Duration) -> Response {
     page
 }
 
-async fn callback(
+pub(crate) async fn callback(
     State(state): State<AppState>,
     session: AppSession,
     csrf: Csrf,
@@ -298,11 +287,11 @@ async fn callback(
 }
 
 #[derive(Deserialize)]
-struct CsrfForm {
+pub(crate) struct CsrfForm {
     csrf: String,
 }
 
-async fn logout(
+pub(crate) async fn logout(
     session: AppSession,
     csrf: Csrf,
     WithErrorPage(Form(form)): WithErrorPage<Form<CsrfForm>>,
@@ -317,7 +306,7 @@ async fn logout(
 /// Revokes the OAuth access token at the API, deletes every proxy token
 /// made from it here, and ends the session. The tokens here go whatever the
 /// API answers; the page says when the API refused.
-async fn revoke_access(
+pub(crate) async fn revoke_access(
     State(state): State<AppState>,
     session: AppSession,
     csrf: Csrf,

@@ -3,11 +3,10 @@
 //! Browser sessions only (a proxy token cannot mint or revoke tokens), with
 //! the same-origin rule of [`Caller`] for the unsafe methods.
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::Deserialize;
 
 use crate::AppState;
@@ -19,16 +18,8 @@ use crate::proxy_tokens::{TokenError, TokenRequest, parse_address};
 /// Longest token name accepted.
 const MAX_NAME_CHARS: usize = 100;
 
-/// `/tokens` routes.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/tokens", get(list).post(create))
-        .route("/tokens/{id}", get(show).delete(revoke))
-        .route("/tokens/{id}/calls", get(calls))
-}
-
 #[derive(Debug, thiserror::Error)]
-enum TokensApiError {
+pub(crate) enum TokensApiError {
     #[error(transparent)]
     Auth(#[from] AuthError),
     #[error("proxy tokens are managed from a browser session, not with a proxy token")]
@@ -72,7 +63,7 @@ fn session_caller(caller: Result<Caller, AuthError>) -> Result<Caller, TokensApi
 /// `POST /tokens`'s body. The scope is read apart, so that an error in it
 /// is a 400 that names the rule.
 #[derive(Deserialize)]
-struct CreateToken {
+pub(crate) struct CreateToken {
     name: String,
     /// RFC 3339.
     expires_at: Option<String>,
@@ -120,7 +111,7 @@ impl CreateToken {
     }
 }
 
-async fn create(
+pub(crate) async fn create(
     State(state): State<AppState>,
     caller: Result<Caller, AuthError>,
     Json(body): Json<CreateToken>,
@@ -139,7 +130,7 @@ async fn create(
         .into_response())
 }
 
-async fn list(
+pub(crate) async fn list(
     State(state): State<AppState>,
     caller: Result<Caller, AuthError>,
 ) -> Result<Response, TokensApiError> {
@@ -147,7 +138,7 @@ async fn list(
     Ok(Json(state.tokens.list(&caller.grant).await?).into_response())
 }
 
-async fn show(
+pub(crate) async fn show(
     State(state): State<AppState>,
     caller: Result<Caller, AuthError>,
     Path(id): Path<String>,
@@ -158,7 +149,7 @@ async fn show(
 }
 
 /// The token's last calls, newest first.
-async fn calls(
+pub(crate) async fn calls(
     State(state): State<AppState>,
     caller: Result<Caller, AuthError>,
     Path(id): Path<String>,
@@ -168,7 +159,7 @@ async fn calls(
     Ok(Json(calls.ok_or(TokensApiError::NotFound)?).into_response())
 }
 
-async fn revoke(
+pub(crate) async fn revoke(
     State(state): State<AppState>,
     caller: Result<Caller, AuthError>,
     Path(id): Path<String>,

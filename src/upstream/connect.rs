@@ -175,7 +175,8 @@ pub enum ApiStream {
 
 impl ApiStream {
     /// Whether the connection is over TLS.
-    pub fn is_tls(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_tls(&self) -> bool {
         matches!(self, Self::Tls(_))
     }
 }

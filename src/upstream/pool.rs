@@ -39,7 +39,8 @@ use tokio::time::{Instant, Sleep};
 use tokio_rustls::TlsConnector;
 use url::{Position, Url};
 
-use crate::api_stream::{self, ApiStream, ConnectError};
+use super::connect::{self, ApiStream, ConnectError};
+use crate::config::Config;
 use crate::metrics::UpstreamOutcome;
 
 /// Most idle connections kept for reuse.
@@ -185,7 +186,7 @@ impl ApiClient {
                 host_header,
                 tls_name,
             },
-            tls: api_stream::tls_connector(),
+            tls: connect::tls_connector(),
             connect_timeout: limits.connect_timeout,
             idle_timeout: limits.idle_timeout,
             idle: Mutex::new(Vec::new()),
@@ -349,7 +350,7 @@ impl ApiClient {
         let pool = &self.0;
         let origin = &pool.origin;
         let tls = origin.tls_name.clone().map(|name| (&pool.tls, name));
-        let connecting = api_stream::connect(&origin.host, origin.port, tls);
+        let connecting = connect::connect(&origin.host, origin.port, tls);
         let stream = tokio::time::timeout(pool.connect_timeout, connecting)
             .await
             .map_err(|_| UpstreamError::ConnectTimeout)?
@@ -543,6 +544,18 @@ impl http_body::Body for ApiBody {
     fn size_hint(&self) -> SizeHint {
         self.incoming.size_hint()
     }
+}
+
+/// A pool of connections to the API, with the configured time-outs. It
+/// follows no redirect: a redirect is the API's answer to the client, and
+/// following it here would send a signed request wherever it points.
+pub fn client(config: &Config) -> Result<ApiClient, UrlNotAnOrigin> {
+    let limits = PoolLimits {
+        connect_timeout: config.api_connect_timeout(),
+        idle_timeout: config.api_idle_timeout(),
+        max_connections: usize::try_from(config.api_max_connections).unwrap_or(usize::MAX),
+    };
+    ApiClient::new(&config.api_host, limits)
 }
 
 #[cfg(test)]
