@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 
-use crate::relay;
-use crate::support::process::{BINARY, ServerProcess, free_port};
+use crate::support::free_port;
+use crate::support::process::{BINARY, ServerProcess};
+use crate::support::ws as relay;
 use crate::support::{FakeApi, Mode, TestApp, browser, location};
 
 /// How long the fake API takes over each call in the shutdown tests: long

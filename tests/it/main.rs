@@ -18,3 +18,4 @@ mod support;
 mod tokens;
 mod trust;
 mod ui;
+mod workers;

@@ -8,8 +8,8 @@ use std::time::Duration;
 use reqwest::{Client, Response, StatusCode, header};
 use serde_json::{Value, json};
 
-use crate::relay::{self, Auth};
 use crate::support::redis::{RedisServer, TLS_PASSWORD};
+use crate::support::ws::{self as relay, Auth};
 use crate::support::{ConsumerMode, FakeApi, Options, TestApp, browser, location, service_client};
 
 const SESSION_KEY: &str = "redis-tests-session-key-0123456789abcdef";

@@ -32,6 +32,9 @@ pub struct Options {
     pub signature_method: &'static str,
     /// Further `--flag value` arguments.
     pub extra_args: Vec<String>,
+    /// Serve on this many worker threads, as the binary does
+    /// (`serve_on_workers`); `None`: on the test's own runtime (`serve`).
+    pub workers: Option<usize>,
 }
 
 impl Default for Options {
@@ -40,6 +43,7 @@ impl Default for Options {
             consumer: ConsumerMode::Operator,
             signature_method: "HMAC-SHA512",
             extra_args: Vec::new(),
+            workers: None,
         }
     }
 }
@@ -123,6 +127,7 @@ impl TestApp {
         api_url: &str,
         options: Options,
     ) -> Self {
+        super::init_test_log();
         let api = api.into();
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
@@ -156,8 +161,18 @@ impl TestApp {
             .expect("the app builds");
         let relays = Some(app.state.relays.clone());
         let store = Some(app.state.store.clone());
-        // The binary's own serve loop: connection info, graceful shutdown.
-        tokio::spawn(oauth_consumer_server::serve::serve(listener, app));
+        // The binary's own serve loops: connection info, limits, graceful
+        // shutdown; on worker threads when asked, as the binary serves.
+        match options.workers {
+            Some(workers) => {
+                tokio::spawn(oauth_consumer_server::serve::serve_on_workers(
+                    listener, app, workers,
+                ));
+            }
+            None => {
+                tokio::spawn(oauth_consumer_server::serve::serve(listener, app));
+            }
+        }
         Self {
             addr,
             url,

@@ -2,8 +2,8 @@
 //! fantoccini. Each [`Chrome`] has its own chromedriver on a free loopback
 //! port and its own fresh profile; both go when it is dropped.
 
+use super::free_port;
 use std::future::Future;
-use std::net::TcpListener;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -75,13 +75,6 @@ impl Drop for Profile {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free loopback port")
-        .port()
 }
 
 /// A chromedriver command that fantoccini does not have built in.

@@ -1,8 +1,9 @@
 //! The real server binary as a child process, for what only a process
 //! shows: signals, exit codes, what it writes to stdout and stderr.
 
+use super::free_port;
 use std::io::{BufRead as _, BufReader, Read};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -26,14 +27,6 @@ pub struct ServerProcess {
     pub app: TestApp,
     output: Arc<Mutex<Vec<String>>>,
     readers: Vec<std::thread::JoinHandle<()>>,
-}
-
-/// A port that was free a moment ago (the child binds it itself).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free loopback port")
 }
 
 impl ServerProcess {

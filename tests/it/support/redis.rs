@@ -2,7 +2,8 @@
 //! persistence: it can be stopped, frozen and restarted on the same port.
 //! The machine's own Redis (6379) is never touched.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use super::free_port;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -231,14 +232,6 @@ impl Drop for RedisServer {
         self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-/// A port nobody listens on right now.
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|listener| listener.local_addr())
-        .expect("a free loopback port")
-        .port()
 }
 
 fn scratch_dir(port: u16) -> PathBuf {
