@@ -9,12 +9,12 @@ use tower_sessions::Session;
 
 use std::sync::Arc;
 
-use crate::AppState;
 use crate::error::json_error;
 use crate::forwarded::ClientInfo;
 use crate::oauth::grant::AccessGrant;
 use crate::proxy_tokens::{TokenError, TokenInfo};
 use crate::session::{AppSession, SessionError};
+use crate::state::AppState;
 
 /// The `reason` of a proxy token refused for its address, in the metrics.
 pub(crate) const REFUSED_ADDRESS: &str = "address";

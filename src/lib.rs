@@ -6,9 +6,10 @@
 //! whole application, so the binary and the tests run the same thing. The
 //! README's "Architecture" section draws the layers.
 
-// Entry: the state and the one table of routes.
+// Entry: the state, the one table of routes, and what builds them.
 mod app;
 mod router;
+mod state;
 
 // Serving, and what every layer may use.
 pub mod config;
@@ -39,4 +40,5 @@ pub(crate) mod web;
 #[doc(hidden)]
 pub mod fuzzing;
 
-pub use app::{App, AppState, Shared, build};
+pub use app::{App, build};
+pub use state::{AppState, Shared};

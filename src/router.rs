@@ -9,8 +9,8 @@ use tower::util::MapResponseLayer;
 use tower_sessions::SessionManagerLayer;
 use tower_sessions::service::PrivateCookie;
 
-use crate::app::AppState;
 use crate::session::Store;
+use crate::state::AppState;
 use crate::web::security::SecurityHeaders;
 use crate::web::{self, assets, health, middleware, pages, tokens};
 use crate::{proxy, relay, telemetry};

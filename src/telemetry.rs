@@ -15,10 +15,10 @@ use rand::RngCore as _;
 use tracing::Instrument as _;
 use tracing_subscriber::EnvFilter;
 
-use crate::AppState;
 use crate::config::LogFormat;
 use crate::forwarded::ClientInfo;
 use crate::metrics::UNMATCHED_ROUTE;
+use crate::state::AppState;
 
 /// The header a request id comes in and goes back out with.
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

@@ -5,7 +5,6 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use super::signature::Credentials;
-use crate::config::Config;
 use crate::secret::Secret;
 
 /// Which consumer a login was made with.
@@ -24,10 +23,11 @@ pub enum Consumer {
 }
 
 impl Consumer {
-    /// The consumer's credentials, resolving the operator's from `config`.
-    pub fn credentials(&self, config: &Config) -> Option<Credentials> {
+    /// The consumer's credentials; the operator's are `operator`, from the
+    /// configuration (`Config::operator_consumer`).
+    pub fn credentials(&self, operator: Option<Credentials>) -> Option<Credentials> {
         match self {
-            Self::Operator => config.operator_consumer(),
+            Self::Operator => operator,
             Self::Visitor { key, secret } => Some(Credentials {
                 key: key.clone(),
                 secret: secret.clone(),

@@ -1,8 +1,8 @@
-//! OAuth 1.0a: the signer (RFC 5849), the token endpoints, the dance, and
-//! what a login produces.
+//! OAuth 1.0a: the signer (RFC 5849), the token endpoints, and what a
+//! login produces. The dance itself, which needs the browser's session,
+//! is `web::dance`.
 
 pub mod client;
-pub mod dance;
 pub mod grant;
 pub mod pending;
 pub mod signature;

@@ -19,7 +19,6 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 
-use crate::AppState;
 use crate::auth::{Caller, Credential};
 use crate::error::json_error;
 use crate::forwarded::ClientInfo;
@@ -27,6 +26,7 @@ use crate::metrics::UpstreamOutcome;
 use crate::oauth::Signer;
 use crate::oauth::signature;
 use crate::proxy_tokens::audit::{CallRecord, redact_path};
+use crate::state::AppState;
 use crate::upstream;
 
 use crate::upstream::pool::UpstreamError;
@@ -245,7 +245,7 @@ async fn send(state: &AppState, caller: &Caller, request: Request) -> Result<Res
     let consumer = caller
         .grant
         .consumer
-        .credentials(config)
+        .credentials(config.operator_consumer())
         .ok_or(ProxyError::NoConsumer)?;
     let token = caller.grant.token_credentials();
 

@@ -13,7 +13,7 @@ pub(crate) mod close;
 pub(crate) mod control;
 pub(crate) mod frame;
 pub(crate) mod pump;
-mod registry;
+pub(crate) mod registry;
 pub(crate) mod target;
 pub(crate) mod upgrade;
 mod upstream;
@@ -34,12 +34,12 @@ pub(crate) use registry::{CallerKey, LimitReached, OwnerKey, RelayLimits, RelayS
 use target::Target;
 use upgrade::{ClientStream, ClientUpgrade};
 
-use crate::AppState;
 use crate::auth::{AuthError, Caller, Credential, same_origin};
 use crate::config::Config;
 use crate::error::json_error;
 use crate::forwarded::ClientInfo;
 use crate::proxy_tokens::audit::CallRecord;
+use crate::state::AppState;
 
 /// Why a relay could not be opened. Answers JSON before the upgrade.
 #[derive(Debug, thiserror::Error)]
@@ -205,7 +205,7 @@ async fn open_checked(
     let consumer = caller
         .grant
         .consumer
-        .credentials(config)
+        .credentials(config.operator_consumer())
         .ok_or(RelayError::NoConsumer)?;
     let shares = RelayLimits {
         per_caller: config.relay_max_per_caller,
@@ -213,7 +213,11 @@ async fn open_checked(
     };
     let slot = state
         .relays
-        .acquire(CallerKey::of(&caller), OwnerKey::of(&caller), shares)
+        .acquire(
+            caller_key(&caller),
+            OwnerKey::new(caller.grant.owner()),
+            shares,
+        )
         .map_err(|reached| match reached {
             LimitReached::Caller(limit) => RelayError::TooMany(limit),
             LimitReached::Owner(limit) => RelayError::TooManyForOwner(limit),
@@ -233,6 +237,15 @@ async fn open_checked(
     Ok(upgrade.accept(move |client| async move {
         relay(client, upstream, slot, limits, shutdown).await;
     }))
+}
+
+/// Whose share of relays a caller's counts against: its proxy token, or
+/// its browser session.
+fn caller_key(caller: &Caller) -> CallerKey {
+    match &caller.credential {
+        Credential::ProxyToken(token) => CallerKey::proxy_token(&token.id),
+        Credential::Session => CallerKey::session(&caller.grant.token),
+    }
 }
 
 /// Relays until either side ends it or the server shuts down, then closes

@@ -9,26 +9,24 @@ use std::sync::{Arc, Mutex, PoisonError};
 use prometheus_client::metrics::gauge::Gauge;
 use sha2::{Digest as _, Sha256};
 
-use crate::auth::{Caller, Credential};
-
 /// Identifies a caller for the per-caller limit without holding its secret:
 /// a proxy token's public id, or a hash of the session's access token.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct CallerKey(String);
 
 impl CallerKey {
-    /// The key of `caller`.
-    pub(crate) fn of(caller: &Caller) -> Self {
-        match &caller.credential {
-            Credential::ProxyToken(token) => Self(format!("proxy-token/{}", token.id)),
-            Credential::Session => {
-                let digest = Sha256::new()
-                    .chain_update(b"ocs/relay/session/")
-                    .chain_update(caller.grant.token.as_bytes())
-                    .finalize();
-                Self(format!("session/{}", crate::hex::encode(&digest[..16])))
-            }
-        }
+    /// The key of the proxy token whose public id is `id`.
+    pub(crate) fn proxy_token(id: &str) -> Self {
+        Self(format!("proxy-token/{id}"))
+    }
+
+    /// The key of a browser session acting with `access_token`.
+    pub(crate) fn session(access_token: &str) -> Self {
+        let digest = Sha256::new()
+            .chain_update(b"ocs/relay/session/")
+            .chain_update(access_token.as_bytes())
+            .finalize();
+        Self(format!("session/{}", crate::hex::encode(&digest[..16])))
     }
 }
 
@@ -39,9 +37,9 @@ impl CallerKey {
 pub struct OwnerKey(String);
 
 impl OwnerKey {
-    /// The owner of `caller`'s tokens.
-    pub(crate) fn of(caller: &Caller) -> Self {
-        Self(caller.grant.owner())
+    /// The key of `owner` (`AccessGrant::owner`).
+    pub(crate) fn new(owner: String) -> Self {
+        Self(owner)
     }
 }
 

@@ -27,7 +27,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
-use crate::{App, AppState};
+use crate::app::App;
+use crate::state::AppState;
 use connection::ConnectionLimits;
 
 /// How often the end of shutdown looks whether the last relays have closed.

@@ -6,7 +6,7 @@
 //!
 //! The cookie's value changes at login, and with it every form token.
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::Response;
@@ -16,7 +16,6 @@ use hmac::{Hmac, Mac as _};
 use sha2::Sha256;
 use subtle::ConstantTimeEq as _;
 
-use crate::AppState;
 use crate::config::Config;
 
 /// The cookie over http.
@@ -146,14 +145,14 @@ pub(crate) struct Csrf {
     now: i64,
 }
 
-impl FromRequestParts<AppState> for Csrf {
+impl<S: Send + Sync> FromRequestParts<S> for Csrf
+where
+    CsrfKey: FromRef<S>,
+{
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let key = state.csrf.clone();
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let key = CsrfKey::from_ref(state);
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         Ok(match cookie_value(&parts.headers, key.cookie_name) {
             Some(binding) if is_binding(binding) => Self {

@@ -6,8 +6,8 @@ use axum::response::{IntoResponse, Response};
 
 use crate::error::{ErrorPage, store_unavailable_page};
 use crate::oauth::OAuthError;
-use crate::oauth::dance::DanceError;
 use crate::session::SessionError;
+use crate::web::dance::DanceError;
 
 impl IntoResponse for SessionError {
     fn into_response(self) -> Response {

@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 
-use crate::AppState;
+use crate::state::AppState;
 
 /// `GET /health`: the process serves.
 pub(crate) async fn health() -> &'static str {

@@ -7,10 +7,10 @@ use axum::response::{IntoResponse, Response};
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 
-use crate::AppState;
 use crate::auth::bearer_token;
 use crate::metrics::CONTENT_TYPE;
 use crate::secret::Secret;
+use crate::state::AppState;
 
 /// `GET /metrics`, with `Authorization: Bearer <METRICS_TOKEN>`.
 pub(crate) async fn scrape(State(state): State<AppState>, headers: HeaderMap) -> Response {

@@ -5,6 +5,7 @@
 
 pub(crate) mod assets;
 pub(crate) mod csrf;
+pub(crate) mod dance;
 mod errors;
 mod extract;
 pub(crate) mod health;

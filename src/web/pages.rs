@@ -8,14 +8,14 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
 use serde::{Deserialize, Serialize};
 
-use crate::AppState;
 use crate::error::{ErrorPage, render};
 use crate::forwarded::ClientInfo;
-use crate::oauth::dance::{self, CallbackParams, DanceError};
 use crate::oauth::grant::{AccessGrant, ApiUser, Consumer};
 use crate::secret::Secret;
 use crate::session::{AppSession, SessionError};
+use crate::state::AppState;
 use crate::web::csrf::Csrf;
+use crate::web::dance::{self, CallbackParams, DanceError};
 use crate::web::extract::WithErrorPage;
 
 #[derive(Template)]
@@ -322,7 +322,7 @@ pub(crate) async fn revoke_access(
     else {
         return Ok(Redirect::to("/login").into_response());
     };
-    let at_api = match grant.consumer.credentials(&state.config) {
+    let at_api = match grant.consumer.credentials(state.config.operator_consumer()) {
         Some(consumer) => state
             .oauth
             .revoke_access_token(&consumer, &grant.token_credentials())

@@ -9,11 +9,11 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use crate::AppState;
 use crate::auth::{AuthError, Caller, Credential};
 use crate::error::json_error;
 use crate::proxy_tokens::scope::Scope;
 use crate::proxy_tokens::{TokenError, TokenRequest, parse_address};
+use crate::state::AppState;
 
 /// Longest token name accepted.
 const MAX_NAME_CHARS: usize = 100;

@@ -4,10 +4,10 @@
 use serde::Deserialize;
 use url::Url;
 
-use super::client::{OAuthClient, OAuthError};
-use super::grant::{AccessGrant, Consumer, PendingLogin};
-use super::signature::Credentials;
 use crate::config::Config;
+use crate::oauth::client::{OAuthClient, OAuthError};
+use crate::oauth::grant::{AccessGrant, Consumer, PendingLogin};
+use crate::oauth::signature::Credentials;
 use crate::secret::Secret;
 use crate::session::{AppSession, PendingMatch, SessionError};
 
@@ -56,7 +56,9 @@ pub async fn start(
     config: &Config,
     consumer: Consumer,
 ) -> Result<Url, DanceError> {
-    let credentials = consumer.credentials(config).ok_or(DanceError::NoConsumer)?;
+    let credentials = consumer
+        .credentials(config.operator_consumer())
+        .ok_or(DanceError::NoConsumer)?;
     let request_token = client
         .request_token(&credentials, &config.callback_url())
         .await?;
@@ -100,7 +102,7 @@ pub async fn finish(
     session.forget_pending_login(&token, now, max_age).await?;
     let consumer = pending
         .consumer
-        .credentials(config)
+        .credentials(config.operator_consumer())
         .ok_or(DanceError::NoConsumer)?;
     let request_token = Credentials {
         key: pending.request_token,
