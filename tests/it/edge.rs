@@ -14,8 +14,8 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::relay::{Auth, open};
 use crate::support::process::ServerProcess;
+use crate::support::ws::{Auth, open};
 use crate::support::{FakeApi, Options, TestApp, service_client};
 
 /// Longest any test waits for something that should happen, so a broken

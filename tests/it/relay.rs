@@ -3,132 +3,18 @@
 
 use std::time::Duration;
 
-use futures_util::{SinkExt as _, StreamExt as _};
+use futures_util::SinkExt as _;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::support::fake_api::verify::SignatureMethod;
 use crate::support::fake_api::{AUTH_FAILED_CLOSE, FakeSocket};
+use crate::support::ws::{
+    Auth, close_frame, expect_ready, next, next_json, open, open_as_browser, open_as_browser_result,
+};
 use crate::support::{Mode, Options, TestApp};
-
-type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-/// Longest wait for one message; only there to turn a hang into a failure.
-const RECV_LIMIT: Duration = Duration::from_secs(20);
-
-/// How a test's client proves who it is on the upgrade request.
-#[derive(Clone, Copy)]
-pub(crate) enum Auth<'a> {
-    /// Nothing at all.
-    Anonymous,
-    /// The session cookie, sent from `origin` (none: no `Origin` header).
-    Cookie {
-        cookie: &'a str,
-        origin: Option<&'a str>,
-    },
-    /// `Authorization: Bearer <token>`.
-    Bearer(&'a str),
-}
-
-/// Opens `path` on `app` as `auth`; an HTTP refusal comes back as its
-/// status and JSON body.
-pub(crate) async fn open(
-    app: &TestApp,
-    path: &str,
-    auth: Auth<'_>,
-) -> Result<Client, (StatusCode, Value)> {
-    let mut request = format!("ws://{}{path}", app.addr)
-        .into_client_request()
-        .expect("a valid WebSocket URL");
-    let headers = request.headers_mut();
-    match auth {
-        Auth::Anonymous => {}
-        Auth::Cookie { cookie, origin } => {
-            headers.insert(
-                "cookie",
-                HeaderValue::from_str(cookie).expect("cookie header"),
-            );
-            if let Some(origin) = origin {
-                headers.insert(
-                    "origin",
-                    HeaderValue::from_str(origin).expect("origin header"),
-                );
-            }
-        }
-        Auth::Bearer(token) => {
-            let value = format!("Bearer {token}");
-            headers.insert(
-                "authorization",
-                HeaderValue::from_str(&value).expect("bearer header"),
-            );
-        }
-    }
-    match tokio_tungstenite::connect_async(request).await {
-        Ok((client, _)) => Ok(client),
-        Err(tungstenite::Error::Http(response)) => {
-            let status = StatusCode::from_u16(response.status().as_u16()).expect("a status");
-            let body = response
-                .body()
-                .as_deref()
-                .and_then(|body| serde_json::from_slice(body).ok())
-                .unwrap_or(Value::Null);
-            Err((status, body))
-        }
-        Err(error) => panic!("WebSocket to {path} failed: {error}"),
-    }
-}
-
-/// A logged-in browser's relay on `path`, from the server's own origin.
-pub(crate) async fn open_as_browser(app: &TestApp, cookie: &str, path: &str) -> Client {
-    open_as_browser_result(app, cookie, path)
-        .await
-        .unwrap_or_else(|(status, body)| panic!("{path}: {status} {body}"))
-}
-
-/// The next message, failing after [`RECV_LIMIT`] rather than hanging.
-async fn next(client: &mut Client) -> Option<Message> {
-    match tokio::time::timeout(RECV_LIMIT, client.next()).await {
-        Ok(Some(Ok(message))) => Some(message),
-        Ok(Some(Err(_)) | None) => None,
-        Err(_) => panic!("no message within {RECV_LIMIT:?}"),
-    }
-}
-
-/// The next text message, parsed as JSON.
-pub(crate) async fn next_json(client: &mut Client) -> Value {
-    match next(client).await {
-        Some(Message::Text(text)) => serde_json::from_str(&text).expect("relayed text is JSON"),
-        other => panic!("expected a text message, got {other:?}"),
-    }
-}
-
-/// Reads until the close frame; returns its code and reason.
-pub(crate) async fn close_frame(client: &mut Client) -> (u16, String) {
-    loop {
-        match next(client).await {
-            Some(Message::Close(Some(frame))) => {
-                return (frame.code.into(), frame.reason.to_string());
-            }
-            Some(Message::Close(None)) => return (1005, String::new()),
-            Some(_) => {}
-            None => panic!("the stream ended without a close frame"),
-        }
-    }
-}
-
-/// Reads `socket_ready`, which the API sends first.
-pub(crate) async fn expect_ready(client: &mut Client) {
-    assert_eq!(
-        next_json(client).await,
-        json!({ "message_type": "socket_ready" })
-    );
-}
 
 /// Waits until no relay is open on `app`.
 async fn all_relays_closed(app: &TestApp) -> bool {
@@ -736,23 +622,6 @@ async fn metrics_count_open_relays_and_time_the_apis_handshakes() {
             after.join("\n")
         );
     }
-}
-
-async fn open_as_browser_result(
-    app: &TestApp,
-    cookie: &str,
-    path: &str,
-) -> Result<Client, (StatusCode, Value)> {
-    let origin = app.url.clone();
-    open(
-        app,
-        path,
-        Auth::Cookie {
-            cookie,
-            origin: Some(&origin),
-        },
-    )
-    .await
 }
 
 /// Set in the child process that runs one test alone.

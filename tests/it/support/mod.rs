@@ -11,6 +11,8 @@ pub mod fake_api;
 pub mod process;
 #[allow(dead_code)]
 pub mod redis;
+#[allow(dead_code)]
+pub mod ws;
 
 pub use app::{ConsumerMode, Options, TestApp, browser, element_text, location, service_client};
 pub use fake_api::{FAKE_USER_ID, FakeApi, Mode};
