@@ -112,15 +112,7 @@ async fn call_from(
 
 /// `proxy_token_refusals_total{reason}` as `/metrics` says.
 async fn refusals(app: &TestApp, reason: &str) -> u64 {
-    let text = service_client()
-        .get(app.at("/metrics"))
-        .bearer_auth(METRICS_TOKEN)
-        .send()
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics body");
+    let text = app.metrics(METRICS_TOKEN).await;
     let prefix = format!("proxy_token_refusals_total{{reason=\"{reason}\"}} ");
     text.lines()
         .find_map(|line| line.strip_prefix(&prefix))

@@ -953,8 +953,16 @@ async fn a_token_made_with_a_preset_shows_its_scope_and_its_recent_calls_until_r
             format!("/api/v2/organisations/{FAKE_ORGANISATION_ID}/applications/{ENGINE_APP}");
         let service = reqwest::Client::new();
         let call_api = |method: reqwest::Method, token: String| {
-            let request = service.request(method, app.at(&status_path)).bearer_auth(token);
-            async move { request.send().await.expect("a call with the token").status() }
+            let request = service
+                .request(method, app.at(&status_path))
+                .bearer_auth(token);
+            async move {
+                request
+                    .send()
+                    .await
+                    .expect("a call with the token")
+                    .status()
+            }
         };
 
         // Create, with the deploy preset, for the organisation's app.
@@ -994,7 +1002,10 @@ async fn a_token_made_with_a_preset_shows_its_scope_and_its_recent_calls_until_r
             listed.contains("Deploy one application: difference-engine"),
             "{listed}"
         );
-        assert!(!listed.contains(&redeploy), "its rules are folded: {listed}");
+        assert!(
+            !listed.contains(&redeploy),
+            "its rules are folded: {listed}"
+        );
         page.click("#token-list .preset-rules summary").await;
         let rules = page.text("#token-list .preset-rules").await;
         assert!(rules.contains(&redeploy), "{rules}");
@@ -1023,11 +1034,7 @@ async fn a_token_made_with_a_preset_shows_its_scope_and_its_recent_calls_until_r
             .await;
         assert!(calls.contains(&status_path["/api".len()..]), "{calls}");
         assert!(calls.contains("127.0.0.1"), "{calls}");
-        page.js(
-            "document.querySelector('.token-calls').scrollIntoView({block: 'center', behavior: 'instant'})",
-            vec![],
-        )
-        .await;
+        page.scroll_to(".token-calls").await;
         page.screenshot("calls").await;
 
         // Revoke: refused from then on.
@@ -1087,11 +1094,7 @@ async fn custom_rules_are_checked_by_the_server_which_names_the_bad_line() {
         assert!(listed.contains("2 rules"), "{listed}");
         assert!(listed.contains("GET,HEAD /v2/summary"), "{listed}");
         assert!(listed.contains("Also live events."), "{listed}");
-        page.js(
-            "document.getElementById('token-list').scrollIntoView({block: 'center', behavior: 'instant'})",
-            vec![],
-        )
-        .await;
+        page.scroll_to("#token-list").await;
         page.screenshot("custom-listed").await;
         assert!(
             page.find("#token-rules-error")
