@@ -12,6 +12,7 @@ use std::sync::Arc;
 use crate::error::json_error;
 use crate::forwarded::ClientInfo;
 use crate::oauth::grant::AccessGrant;
+use crate::proxy_tokens::audit::{CallRecord, audit_path};
 use crate::proxy_tokens::{TokenError, TokenInfo};
 use crate::session::{AppSession, SessionError};
 use crate::state::AppState;
@@ -99,6 +100,7 @@ impl FromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AuthError> {
         if let Some(authorization) = parts.headers.get(header::AUTHORIZATION) {
+            let started = std::time::Instant::now();
             // A request that brings a credential is judged on it alone.
             let token = authorization
                 .to_str()
@@ -113,7 +115,19 @@ impl FromRequestParts<AppState> for Caller {
                 .ok_or(AuthError::BadToken)?;
             if !info.allows_address(client) {
                 state.metrics.proxy_token_refused(REFUSED_ADDRESS);
-                return Err(AuthError::AddressRefused(info.id.clone()));
+                let refused = AuthError::AddressRefused(info.id.clone());
+                // Refused here, before the proxy or a relay audits it.
+                let call = CallRecord {
+                    at: time::OffsetDateTime::now_utc(),
+                    method: parts.method.to_string(),
+                    path: audit_path(parts.uri.path()),
+                    status: refused.status().as_u16(),
+                    client,
+                };
+                state
+                    .tokens
+                    .audit(&info, &grant.owner(), call, started.elapsed());
+                return Err(refused);
             }
             return Ok(Self {
                 grant,

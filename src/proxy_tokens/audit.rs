@@ -57,6 +57,16 @@ pub fn redact_path(path: &str) -> String {
     redacted
 }
 
+/// The path of a request to this server as audit lines show it: the API's
+/// path for a proxied call (without the proxy's `/api`, as the proxy
+/// audits it), the relay's own path otherwise, redacted by [`redact_path`].
+pub fn audit_path(request_path: &str) -> String {
+    let api_path = request_path
+        .strip_prefix("/api")
+        .filter(|rest| rest.starts_with('/'));
+    redact_path(api_path.unwrap_or(request_path))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,6 +86,16 @@ mod tests {
             "/v2/self/Tokens/{token}/more"
         );
         assert_eq!(redact_path("/v2/self/tokens"), "/v2/self/tokens");
+    }
+
+    #[test]
+    fn a_proxied_path_is_shown_as_the_api_path() {
+        assert_eq!(
+            audit_path("/api/v2/self/tokens/abc"),
+            "/v2/self/tokens/{token}"
+        );
+        assert_eq!(audit_path("/ws/logs/app_1?since=x"), "/ws/logs/app_1");
+        assert_eq!(audit_path("/apix/v2"), "/apix/v2");
     }
 
     #[test]

@@ -874,6 +874,61 @@ mod tests {
         Ok(())
     }
 
+    #[tokio::test]
+    async fn a_token_recorded_before_scopes_works_as_full() -> Result<(), TokenError> {
+        // Arrange: a record as the version before scopes wrote it, with no
+        // scope, expiry, addresses or last address.
+        let store = Store::new(MemoryStore::default(), &SealingKey::random());
+        let tokens = ProxyTokens::new(store.clone(), 50);
+        let ada = grant("ada");
+        let token = format!("{TOKEN_PREFIX}from-an-earlier-version");
+        let record = serde_json::json!({
+            "info": {
+                "id": public_id(&token),
+                "name": "old",
+                "created_at": "2026-01-01T00:00:00Z",
+                "last_used_at": null,
+            },
+            "verifier": verifier(&token),
+            "owner": ada.owner(),
+            "grant": ada,
+        });
+        let member = Member {
+            id: public_id(&token),
+            record: token_record_id(&token),
+        };
+        let expiry = OffsetDateTime::now_utc() + time::Duration::days(1);
+        let stored = single_field_record(member.record, TOKEN_FIELD, &record, expiry)?;
+        store
+            .create_in_set(
+                &stored,
+                &owner_set(&ada.owner()),
+                &member.encode(),
+                50,
+                expiry,
+            )
+            .await?;
+
+        // Act
+        let (info, _) = tokens
+            .authenticate(&token, None)
+            .await?
+            .ok_or_else(refused)?;
+
+        // Assert
+        assert_eq!(info.scope, Scope::Full);
+        assert!(
+            info.scope
+                .allows("DELETE", "/v2/organisations/o/applications/a")
+        );
+        assert!(info.scope.allows_events() && info.scope.allows_logs("app_1"));
+        assert!(info.allows_address("192.0.2.1".parse().ok()));
+        let listed = tokens.list(&ada).await?;
+        assert_eq!(listed.len(), 1);
+        assert_eq!(serde_json::to_value(&listed[0])?["scope"], "full");
+        Ok(())
+    }
+
     #[test]
     fn an_expiry_is_between_an_hour_and_the_access_tokens_own() {
         let now = OffsetDateTime::now_utc();

@@ -38,6 +38,7 @@ const ASSETS: &[Asset] = &[
     ),
     asset("sse.js", JS, include_str!("../../static/sse.js")),
     asset("tokens.js", JS, include_str!("../../static/tokens.js")),
+    asset("scopes.js", JS, include_str!("../../static/scopes.js")),
     asset("time.js", JS, include_str!("../../static/time.js")),
 ];
 

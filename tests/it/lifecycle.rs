@@ -8,7 +8,7 @@ use reqwest::StatusCode;
 
 use crate::support::free_port;
 use crate::support::process::{BINARY, ServerProcess};
-use crate::support::ws as relay;
+use crate::support::ws;
 use crate::support::{FakeApi, Mode, TestApp, browser, location};
 
 /// How long the fake API takes over each call in the shutdown tests: long
@@ -82,8 +82,8 @@ async fn sigterm_lets_the_request_in_flight_finish_closes_relays_with_1001_and_e
     let mut server =
         ServerProcess::start(FakeApi::start().await, &[("SHUTDOWN_GRACE_SECS", "20")]).await;
     let (_browser, cookie) = server.app.logged_in_browser_and_cookie().await;
-    let mut relay = relay::open_as_browser(&server.app, &cookie, "/ws/events").await;
-    relay::expect_ready(&mut relay).await;
+    let mut relay = ws::open_as_browser(&server.app, &cookie, "/ws/events").await;
+    ws::expect_ready(&mut relay).await;
     let upstream = server.app.api.socket(0).await;
     let call = slow_proxied_call(&server, SLOW_MS).await;
 
@@ -92,7 +92,7 @@ async fn sigterm_lets_the_request_in_flight_finish_closes_relays_with_1001_and_e
 
     // Assert: the relay closes with 1001 on both ends, no new connections,
     // the call still completes, exit 0 without cutting anything.
-    assert_eq!(relay::close_frame(&mut relay).await.0, 1001);
+    assert_eq!(ws::close_frame(&mut relay).await.0, 1001);
     assert!(
         upstream
             .wait_until(|socket| socket.close_received().is_some())

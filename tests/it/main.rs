@@ -13,6 +13,7 @@ mod operate;
 mod proxy;
 mod redis;
 mod relay;
+mod scopes;
 mod store_conformance;
 mod support;
 mod tokens;

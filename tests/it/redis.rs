@@ -9,7 +9,7 @@ use reqwest::{Client, Response, StatusCode, header};
 use serde_json::{Value, json};
 
 use crate::support::redis::{RedisServer, TLS_PASSWORD};
-use crate::support::ws::{self as relay, Auth};
+use crate::support::ws::{self, Auth};
 use crate::support::{ConsumerMode, FakeApi, Options, TestApp, browser, location, service_client};
 
 const SESSION_KEY: &str = "redis-tests-session-key-0123456789abcdef";
@@ -167,21 +167,21 @@ async fn relays_on_b_open_with_a_session_or_a_proxy_token_made_on_a() {
     let token = a.create_proxy_token(&client, "relay on B").await.token;
 
     // Act: A's cookie jar, then A's token, open `/ws/events` on B.
-    let mut by_cookie = relay::open_as_browser(&b, &cookie, "/ws/events").await;
-    relay::expect_ready(&mut by_cookie).await;
+    let mut by_cookie = ws::open_as_browser(&b, &cookie, "/ws/events").await;
+    ws::expect_ready(&mut by_cookie).await;
     let cookie_upstream = b.api.socket(0).await;
     cookie_upstream.send_event("GIT_PUSH", &json!({ "appId": "app_1" }));
-    let mut by_token = relay::open(&b, "/ws/events", Auth::Bearer(&token))
+    let mut by_token = ws::open(&b, "/ws/events", Auth::Bearer(&token))
         .await
         .unwrap_or_else(|(status, body)| panic!("{status} {body}"));
-    relay::expect_ready(&mut by_token).await;
+    ws::expect_ready(&mut by_token).await;
     let token_upstream = b.api.socket(1).await;
     token_upstream.send_event("DEPLOYMENT_SUCCESS", &json!({ "appId": "app_2" }));
 
     // Assert: both relays carry the API's events, signed with A's login.
-    assert_eq!(relay::next_json(&mut by_cookie).await["event"], "GIT_PUSH");
+    assert_eq!(ws::next_json(&mut by_cookie).await["event"], "GIT_PUSH");
     assert_eq!(
-        relay::next_json(&mut by_token).await["event"],
+        ws::next_json(&mut by_token).await["event"],
         "DEPLOYMENT_SUCCESS"
     );
     assert!(cookie_upstream.auth().is_some_and(|auth| auth.is_ok()));

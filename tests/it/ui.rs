@@ -943,3 +943,167 @@ async fn a_live_panel_refused_by_the_api_says_to_log_in_again_and_stops_retrying
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_token_made_with_a_preset_shows_its_scope_and_its_recent_calls_until_revoked() {
+    let app = TestApp::spawn().await;
+    Chrome::run("scoped-token", app.url.clone(), |page| async move {
+        log_in_by_clicking(&page, &app).await;
+        let status_path =
+            format!("/api/v2/organisations/{FAKE_ORGANISATION_ID}/applications/{ENGINE_APP}");
+        let service = reqwest::Client::new();
+        let call_api = |method: reqwest::Method, token: String| {
+            let request = service
+                .request(method, app.at(&status_path))
+                .bearer_auth(token);
+            async move {
+                request
+                    .send()
+                    .await
+                    .expect("a call with the token")
+                    .status()
+            }
+        };
+
+        // Create, with the deploy preset, for the organisation's app.
+        page.type_into("#token-name", "ci deploy").await;
+        page.click("#preset-deploy").await;
+        page.wait_for_js(
+            "the organisations",
+            "return !document.getElementById('token-org').disabled",
+        )
+        .await;
+        page.find("#token-org")
+            .await
+            .select_by_value(FAKE_ORGANISATION_ID)
+            .await
+            .expect("pick the organisation");
+        page.find("#token-app")
+            .await
+            .select_by_value(ENGINE_APP)
+            .await
+            .expect("pick the app");
+        let redeploy = format!(
+            "POST /v2/organisations/{FAKE_ORGANISATION_ID}/applications/{ENGINE_APP}/instances"
+        );
+        page.wait_for_text("#token-preview-rules", |text| text.contains(&redeploy))
+            .await;
+        page.screenshot("form").await;
+        page.click("#token-create").await;
+        let token = page
+            .wait_for_text("#new-token", |text| text.starts_with("ocsp_"))
+            .await;
+
+        // Its scope is in the list.
+        let listed = page
+            .wait_for_text("#token-list", |text| text.contains("ci deploy"))
+            .await;
+        assert!(
+            listed.contains("Deploy one application: difference-engine"),
+            "{listed}"
+        );
+        assert!(
+            !listed.contains(&redeploy),
+            "its rules are folded: {listed}"
+        );
+        page.click("#token-list .preset-rules summary").await;
+        let rules = page.text("#token-list .preset-rules").await;
+        assert!(rules.contains(&redeploy), "{rules}");
+
+        // Used from a plain HTTP client: one call allowed, one refused.
+        assert_eq!(
+            call_api(reqwest::Method::GET, token.clone()).await,
+            StatusCode::OK
+        );
+        assert_eq!(
+            call_api(reqwest::Method::DELETE, token.clone()).await,
+            StatusCode::FORBIDDEN
+        );
+
+        // Both among its recent calls.
+        page.click("#token-list button[data-calls]").await;
+        let calls = page
+            .wait_until("the two calls among the recent ones", || async {
+                let text = page.text(".token-calls").await;
+                if text.contains("DELETE") && text.contains("403") && text.contains("200") {
+                    return Some(text);
+                }
+                page.click(".token-calls button[data-refresh-calls]").await;
+                None
+            })
+            .await;
+        assert!(calls.contains(&status_path["/api".len()..]), "{calls}");
+        assert!(calls.contains("127.0.0.1"), "{calls}");
+        page.scroll_to(".token-calls").await;
+        page.screenshot("calls").await;
+
+        // Revoke: refused from then on.
+        page.click("#token-list button[data-revoke]").await;
+        page.click("#token-list button[data-revoke]").await;
+        page.wait_for_text("#tokens-status", |text| text.contains("revoked"))
+            .await;
+        assert_eq!(
+            call_api(reqwest::Method::GET, token).await,
+            StatusCode::UNAUTHORIZED
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn custom_rules_are_checked_by_the_server_which_names_the_bad_line() {
+    let app = TestApp::spawn().await;
+    Chrome::run("custom-scope", app.url.clone(), |page| async move {
+        log_in_by_clicking(&page, &app).await;
+        page.type_into("#token-name", "status page").await;
+        page.click("#preset-custom").await;
+
+        // A bad rule on the third line (the second is blank).
+        page.type_into("#token-rules", "GET /v2/self\n\nFETCH /v2/summary")
+            .await;
+        page.click("#token-create").await;
+        let error = page
+            .wait_for_text("#token-rules-error", |text| !text.is_empty())
+            .await;
+        assert!(error.starts_with("Line 3: `FETCH /v2/summary`"), "{error}");
+        assert_eq!(
+            page.js(
+                "return document.getElementById('token-rules').getAttribute('aria-invalid')",
+                vec![]
+            )
+            .await,
+            json!("true")
+        );
+        page.screenshot("bad-rule").await;
+
+        // Fixed, with the events socket: created and shown as written.
+        page.find("#token-rules")
+            .await
+            .clear()
+            .await
+            .expect("clear the rules");
+        page.type_into("#token-rules", "GET /v2/self\nGET,HEAD /v2/summary")
+            .await;
+        page.click("#token-events").await;
+        page.click("#token-create").await;
+        page.wait_for_text("#new-token", |text| text.starts_with("ocsp_"))
+            .await;
+        let listed = page
+            .wait_for_text("#token-list", |text| text.contains("status page"))
+            .await;
+        assert!(listed.contains("2 rules"), "{listed}");
+        assert!(listed.contains("GET,HEAD /v2/summary"), "{listed}");
+        assert!(listed.contains("Also live events."), "{listed}");
+        page.scroll_to("#token-list").await;
+        page.screenshot("custom-listed").await;
+        assert!(
+            page.find("#token-rules-error")
+                .await
+                .text()
+                .await
+                .unwrap_or_default()
+                .is_empty()
+        );
+    })
+    .await;
+}

@@ -375,6 +375,19 @@ impl TestApp {
             .status()
     }
 
+    /// The text of `GET /metrics` with `Authorization: Bearer {token}`;
+    /// panics unless it answers 200.
+    pub async fn metrics(&self, token: &str) -> String {
+        let response = service_client()
+            .get(self.at("/metrics"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("GET /metrics");
+        assert_eq!(response.status(), StatusCode::OK, "GET /metrics");
+        response.text().await.expect("the metrics")
+    }
+
     /// Logs `client` out with the logout form.
     pub async fn log_out(&self, client: &Client) {
         let csrf = self.csrf(client).await;

@@ -272,6 +272,18 @@ impl Page {
         }
     }
 
+    /// Scrolls the element matching `css` to the middle of the view at once,
+    /// to see it in a screenshot.
+    pub async fn scroll_to(&self, css: &str) {
+        let element = self.find(css).await;
+        let argument = serde_json::to_value(&element).expect("an element as a script argument");
+        self.js(
+            "arguments[0].scrollIntoView({block: 'center', behavior: 'instant'})",
+            vec![argument],
+        )
+        .await;
+    }
+
     /// Types `text` into the element matching `css`.
     pub async fn type_into(&self, css: &str, text: &str) {
         self.find(css)

@@ -1,5 +1,5 @@
-//! A test's WebSocket client of the relays: open one as a browser or a
-//! service, read its messages and its close frame, each bounded in time.
+//! WebSocket clients of the server's relays: open one as a browser or a
+//! service, read what comes, bounded in time.
 
 use std::time::Duration;
 
@@ -12,9 +12,9 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use super::TestApp;
+use super::app::TestApp;
 
-/// A test's end of a relay.
+/// A WebSocket client of the server.
 pub type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Longest wait for one message; only there to turn a hang into a failure.
@@ -128,6 +128,7 @@ pub async fn expect_ready(client: &mut Client) {
     );
 }
 
+/// [`open_as_browser`], with a refusal as its status and JSON body.
 pub async fn open_as_browser_result(
     app: &TestApp,
     cookie: &str,

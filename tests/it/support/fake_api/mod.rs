@@ -148,6 +148,12 @@ impl FakeApi {
         lock(&self.state).issue_access_token(consumer_key, FAKE_USER_ID)
     }
 
+    /// Access tokens issued from now on expire `lifetime` after they are
+    /// issued, as the API says in the access-token answer.
+    pub fn set_access_token_lifetime(&self, lifetime: time::Duration) {
+        lock(&self.state).access_token_lifetime = Some(lifetime);
+    }
+
     /// `GET /v2/self` answers 403 (`true`), as it does for a consumer
     /// without the right to read the account, or the token's user.
     pub fn refuse_self(&self, refuse: bool) {

@@ -153,6 +153,9 @@ pub(super) struct State {
     pub identity_checks: usize,
     /// The v4 log streams: lines written, requests received.
     pub log_streams: super::log_streams::LogStreams,
+    /// How long access tokens issued from now on last (`None`: as the real
+    /// API's, [`ACCESS_TOKEN_LIFETIME`]).
+    pub access_token_lifetime: Option<Duration>,
 }
 
 impl State {
@@ -327,7 +330,7 @@ impl State {
         let expiration = OffsetDateTime::now_utc()
             .replace_nanosecond(0)
             .expect("0 is a valid nanosecond")
-            + ACCESS_TOKEN_LIFETIME;
+            + self.access_token_lifetime.unwrap_or(ACCESS_TOKEN_LIFETIME);
         let issued = IssuedToken {
             token: random_token("fake-access-token-"),
             secret: random_token("fake-access-secret-"),
