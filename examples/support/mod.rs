@@ -67,7 +67,7 @@ pub async fn log_in(server: &str) -> anyhow::Result<String> {
     }
     let finished = client
         .get(format!(
-            "{server}/callback?oauth_token=rt&oauth_verifier=v&user=example"
+            "{server}/callback?oauth_token=rt&oauth_verifier=v&user=user_example"
         ))
         .send()
         .await?;

@@ -10,9 +10,7 @@ use serde_json::{Value, json};
 
 use crate::support::redis::{RedisServer, TLS_PASSWORD};
 use crate::support::ws::{self, Auth};
-use crate::support::{ConsumerMode, FakeApi, Options, TestApp, browser, location, service_client};
-
-const SESSION_KEY: &str = "redis-tests-session-key-0123456789abcdef";
+use crate::support::{ConsumerMode, FakeApi, Options, TestApp, browser, location};
 
 /// Longest a request may take while Redis is away: the store's command
 /// time-out is 2 s, and a request makes a few store calls at most.
@@ -22,15 +20,7 @@ const UNAVAILABLE_BOUND: Duration = Duration::from_secs(8);
 const SETTLE_BOUND: Duration = Duration::from_secs(20);
 
 fn redis_options(redis: &RedisServer) -> Options {
-    Options {
-        extra_args: vec![
-            "--redis-url".to_owned(),
-            redis.url(),
-            "--session-key".to_owned(),
-            SESSION_KEY.to_owned(),
-        ],
-        ..Options::default()
-    }
+    crate::support::redis::options(redis, &[])
 }
 
 /// What `/ready` answers: 503 while the store is unreachable.
@@ -95,17 +85,6 @@ async fn api_status_with_cookie(app: &TestApp, client: &Client) -> StatusCode {
     app.get(client, "/api/v2/self").await.status()
 }
 
-/// What the proxy answers to `GET /api/v2/self` with a proxy token.
-async fn bearer_status(app: &TestApp, token: &str) -> StatusCode {
-    service_client()
-        .get(app.at("/api/v2/self"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("GET /api/v2/self with a proxy token")
-        .status()
-}
-
 #[test]
 fn redis_without_a_session_key_stops_start_up_with_one_clear_line() {
     let output = std::process::Command::new(crate::support::process::BINARY)
@@ -135,14 +114,14 @@ async fn instances_sharing_redis_share_sessions_tokens_and_logout() {
 
     let (token, id) = create_token(&a, &client).await;
     assert_eq!(listed_token_ids(&b, &client).await, [id]);
-    assert_eq!(bearer_status(&b, &token).await, StatusCode::OK);
+    assert_eq!(b.bearer_status(&token).await, StatusCode::OK);
     assert_eq!(
-        bearer_status(&b, "ocsp_not-a-token").await,
+        b.bearer_status("ocsp_not-a-token").await,
         StatusCode::UNAUTHORIZED
     );
 
     let (made_on_b, _) = create_token(&b, &client).await;
-    assert_eq!(bearer_status(&a, &made_on_b).await, StatusCode::OK);
+    assert_eq!(a.bearer_status(&made_on_b).await, StatusCode::OK);
 
     a.log_out(&client).await;
     assert!(!is_logged_in(&b, &client).await, "logout on A ends it on B");
@@ -151,7 +130,7 @@ async fn instances_sharing_redis_share_sessions_tokens_and_logout() {
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(
-        bearer_status(&b, &token).await,
+        b.bearer_status(&token).await,
         StatusCode::OK,
         "proxy tokens outlive the browser session"
     );
@@ -204,7 +183,7 @@ async fn a_restarted_instance_keeps_sessions_and_tokens() {
         StatusCode::OK
     );
     assert_eq!(listed_token_ids(&again, &client).await, [id]);
-    assert_eq!(bearer_status(&again, &token).await, StatusCode::OK);
+    assert_eq!(again.bearer_status(&token).await, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -370,7 +349,7 @@ async fn a_hung_redis_gives_503s_in_bounded_time_and_loses_nothing() {
     let bearer = within(
         UNAVAILABLE_BOUND,
         "a bearer call",
-        bearer_status(&app, &token),
+        app.bearer_status(&token),
     )
     .await;
     assert_eq!(bearer, StatusCode::SERVICE_UNAVAILABLE);
@@ -396,7 +375,7 @@ async fn a_hung_redis_gives_503s_in_bounded_time_and_loses_nothing() {
     })
     .await;
     assert!(is_logged_in(&app, &client).await, "the session survived");
-    assert_eq!(bearer_status(&app, &token).await, StatusCode::OK);
+    assert_eq!(app.bearer_status(&token).await, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -468,7 +447,7 @@ async fn rediss_with_a_password_works_and_checks_the_certificate() {
     let app = TestApp::spawn_with(options).await;
     let client = app.logged_in_browser().await;
     let (token, _) = create_token(&app, &client).await;
-    assert_eq!(bearer_status(&app, &token).await, StatusCode::OK);
+    assert_eq!(app.bearer_status(&token).await, StatusCode::OK);
     // Stored in the TLS server: session, token, owner's set, and the
     // token's calls (written just after the answer).
     eventually("four keys in the TLS server", || async {

@@ -13,17 +13,6 @@ async fn list(app: &TestApp, browser: &reqwest::Client) -> Vec<Value> {
     response.json().await.expect("a JSON list")
 }
 
-/// `GET /api/v2/self` as a service holding `token`; the status.
-async fn use_token(app: &TestApp, token: &str) -> StatusCode {
-    service_client()
-        .get(app.at("/api/v2/self"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("GET /api/v2/self")
-        .status()
-}
-
 #[tokio::test]
 async fn a_token_is_created_used_listed_and_revoked() {
     // Arrange
@@ -67,7 +56,7 @@ async fn a_token_is_created_used_listed_and_revoked() {
     assert_eq!(revoked.status(), StatusCode::NO_CONTENT);
     assert!(list(&app, &browser).await.is_empty());
     assert_eq!(
-        use_token(&app, &created.token).await,
+        app.bearer_status(&created.token).await,
         StatusCode::UNAUTHORIZED
     );
 }
@@ -85,7 +74,7 @@ async fn a_token_keeps_working_after_the_browser_logs_out() {
     // Assert
     let browser_call = app.get(&browser, "/api/v2/self").await;
     assert_eq!(browser_call.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(use_token(&app, &created.token).await, StatusCode::OK);
+    assert_eq!(app.bearer_status(&created.token).await, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -120,7 +109,7 @@ async fn a_proxy_token_cannot_manage_tokens() {
     // Assert
     assert_eq!(statuses, [StatusCode::FORBIDDEN; 3]);
     assert_eq!(list(&app, &browser).await.len(), 1);
-    assert_eq!(use_token(&app, &created.token).await, StatusCode::OK);
+    assert_eq!(app.bearer_status(&created.token).await, StatusCode::OK);
 }
 
 #[tokio::test]

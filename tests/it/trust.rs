@@ -15,28 +15,10 @@ use crate::support::{
     FAKE_USER_ID, Options, TestApp, browser, element_text, location, service_client,
 };
 
-const SESSION_KEY: &str = "a shared session key of at least 32 characters";
 const OTHER_USER: &str = "user_00000000-0000-4000-8000-0000000000b0";
 
 fn redis_options(redis: &RedisServer) -> Options {
-    Options {
-        extra_args: vec![
-            "--redis-url".to_owned(),
-            redis.url(),
-            "--session-key".to_owned(),
-            SESSION_KEY.to_owned(),
-        ],
-        ..Options::default()
-    }
-}
-
-/// The same, with more arguments.
-fn redis_options_with(redis: &RedisServer, more: &[&str]) -> Options {
-    let mut options = redis_options(redis);
-    options
-        .extra_args
-        .extend(more.iter().map(|&arg| arg.to_owned()));
-    options
+    crate::support::redis::options(redis, &[])
 }
 
 /// Longer than the time another instance may trust a token it checked.
@@ -243,7 +225,11 @@ async fn two_instances_sharing_redis_lose_no_token_made_at_once() {
 async fn a_token_revoked_while_in_use_and_a_session_ended_while_in_use_stay_dead() {
     // Arrange: sessions that are written back every second while used.
     let redis = RedisServer::start();
-    let app = TestApp::spawn_with(redis_options_with(&redis, &["--session-idle-secs", "2"])).await;
+    let app = TestApp::spawn_with(crate::support::redis::options(
+        &redis,
+        &["--session-idle-secs", "2"],
+    ))
+    .await;
     let (owner, cookie) = app.logged_in_browser_and_cookie().await;
     let made = app.create_proxy_token(&owner, "busy service").await;
     let stop = tokio_util::sync::CancellationToken::new();

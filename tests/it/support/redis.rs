@@ -2,6 +2,7 @@
 //! persistence: it can be stopped, frozen and restarted on the same port.
 //! The machine's own Redis (6379) is never touched.
 
+use super::app::Options;
 use super::free_port;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::PathBuf;
@@ -238,4 +239,22 @@ fn scratch_dir(port: u16) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("ocs-test-redis-{}-{port}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("scratch directory");
     dir
+}
+
+/// The session key the instances of a Redis test share.
+pub const SESSION_KEY: &str = "redis-tests-session-key-0123456789abcdef";
+
+/// Options of a server storing in `redis`, with `more` arguments.
+pub fn options(redis: &RedisServer, more: &[&str]) -> Options {
+    let mut extra_args = vec![
+        "--redis-url".to_owned(),
+        redis.url(),
+        "--session-key".to_owned(),
+        SESSION_KEY.to_owned(),
+    ];
+    extra_args.extend(more.iter().map(|&arg| arg.to_owned()));
+    Options {
+        extra_args,
+        ..Options::default()
+    }
 }
