@@ -21,6 +21,7 @@ use crate::relay::frame::{self, Next, Opcode, Reader, Violation};
 use crate::relay::target::Target;
 use crate::relay::upgrade::ClientUpgrade;
 use crate::upstream::handshake::handshake_response;
+use crate::web::csrf::{self, CsrfKey};
 
 /// Largest message the fuzzed frame readers accept: small, so that the
 /// size limit is reached often.
@@ -357,5 +358,40 @@ pub fn client_upgrade(data: &[u8]) {
             assert_eq!(url.host_str(), Some("api.example.com"));
             assert!(url.path().ends_with(&format!("/{app_id}")), "{url}");
         }
+    }
+}
+
+/// The CSRF double submit: a `Cookie` header and a form token, both from
+/// the input. Reading the cookie never fails; a token is accepted only if
+/// it is exactly the one this server makes for that cookie and its expiry;
+/// the server's own token for a cookie is accepted until it expires.
+pub fn csrf(data: &[u8]) {
+    const NOW: i64 = 1_800_000_000;
+    let key = CsrfKey::for_tests([7; 32]);
+    let (cookie_part, token) = match data.iter().position(|byte| *byte == b'\n') {
+        Some(split) => (&data[..split], &data[split + 1..]),
+        None => (data, &[][..]),
+    };
+    let token = String::from_utf8_lossy(token);
+    let mut headers = HeaderMap::new();
+    let Ok(value) = HeaderValue::from_bytes(cookie_part) else {
+        return;
+    };
+    headers.insert(axum::http::header::COOKIE, value);
+    let Some(binding) = csrf::cookie_value(&headers, csrf::COOKIE_NAME) else {
+        return;
+    };
+    if key.accepts(binding, &token, NOW) {
+        let expires_at: i64 = token
+            .split_once('.')
+            .and_then(|(expiry, _)| expiry.parse().ok())
+            .unwrap_or_else(|| panic!("an accepted token has an expiry: {token:?}"));
+        assert!(expires_at > NOW);
+        assert_eq!(token, key.token_until(binding, expires_at));
+    }
+    if csrf::is_binding(binding) {
+        let made = key.form_token(binding, NOW);
+        assert!(key.accepts(binding, &made, NOW));
+        assert!(!key.accepts(binding, &made, NOW + key.lifetime_secs()));
     }
 }

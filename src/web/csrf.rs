@@ -61,8 +61,9 @@ impl CsrfKey {
         }
     }
 
-    #[cfg(test)]
-    fn for_tests(key: [u8; 32]) -> Self {
+    /// A key of fixed bytes, good for an hour (tests and fuzzing).
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn for_tests(key: [u8; 32]) -> Self {
         Self {
             key,
             lifetime_secs: 3600,
@@ -84,9 +85,19 @@ impl CsrfKey {
     /// The form token for cookie value `binding`, good until `now` plus the
     /// lifetime: `EXPIRY.SIGNATURE`.
     pub(crate) fn form_token(&self, binding: &str, now: i64) -> String {
-        let expires_at = now.saturating_add(self.lifetime_secs);
+        self.token_until(binding, now.saturating_add(self.lifetime_secs))
+    }
+
+    /// The form token for `binding` that expires at `expires_at`.
+    pub(crate) fn token_until(&self, binding: &str, expires_at: i64) -> String {
         let signature = self.mac(binding, expires_at).finalize().into_bytes();
         format!("{expires_at}.{}", URL_SAFE_NO_PAD.encode(signature))
+    }
+
+    /// How long a form token is good for, in seconds.
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn lifetime_secs(&self) -> i64 {
+        self.lifetime_secs
     }
 
     /// Whether `token` was made for cookie value `binding` and is still
@@ -115,7 +126,7 @@ impl CsrfKey {
 }
 
 /// Whether `value` has the shape of a cookie value this server makes.
-fn is_binding(value: &str) -> bool {
+pub(crate) fn is_binding(value: &str) -> bool {
     value.len() == BINDING_LEN
         && value
             .bytes()
@@ -123,7 +134,7 @@ fn is_binding(value: &str) -> bool {
 }
 
 /// The value of cookie `name` in `headers`, if any.
-fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub(crate) fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()
