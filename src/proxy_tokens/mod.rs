@@ -372,6 +372,16 @@ impl ProxyTokens {
         Ok(())
     }
 
+    /// Whether token `info` still lives in the store (not revoked, not
+    /// expired). A store that does not answer says nothing: `Ok(true)` is
+    /// not promised then, the error is returned.
+    pub async fn is_live(&self, info: &TokenInfo) -> Result<bool, TokenError> {
+        let Some(record) = info.record else {
+            return Ok(true);
+        };
+        Ok(self.store.load_record(&record).await?.is_some())
+    }
+
     /// Audits one call made with token `info` for `owner`: one `audit` log
     /// line (no secret: the path is redacted, the query left out), and the
     /// call kept among the token's recent ones, written in the background

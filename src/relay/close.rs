@@ -77,6 +77,9 @@ pub enum End {
     Idle,
     /// The server is shutting down.
     Shutdown,
+    /// The credential the relay was opened with was revoked or expired
+    /// (the proxy token, or the browser's session).
+    Revoked,
 }
 
 /// How one side of an ending relay is closed.
@@ -167,6 +170,13 @@ impl End {
             Self::Shutdown => (
                 Send(Close::new(GOING_AWAY, "server shutting down")),
                 Send(Close::new(GOING_AWAY, "server shutting down")),
+            ),
+            Self::Revoked => (
+                Send(Close::new(
+                    POLICY_VIOLATION,
+                    "the credential of this relay was revoked or expired; log in again",
+                )),
+                Send(Close::new(NORMAL, "")),
             ),
         }
     }

@@ -39,7 +39,11 @@ use crate::config::Config;
 use crate::error::json_error;
 use crate::forwarded::ClientInfo;
 use crate::proxy_tokens::audit::CallRecord;
+use crate::proxy_tokens::{ProxyTokens, TokenInfo};
+use crate::session::Store;
 use crate::state::AppState;
+use tower_sessions::Session;
+use tower_sessions::session::Id;
 
 /// Why a relay could not be opened. Answers JSON before the upgrade.
 #[derive(Debug, thiserror::Error)]
@@ -115,11 +119,22 @@ pub(crate) async fn events(
     State(state): State<AppState>,
     caller: Caller,
     client: Option<Extension<ClientInfo>>,
+    session: Option<Extension<Session>>,
     headers: HeaderMap,
     upgrade: ClientUpgrade,
 ) -> Result<Response, RelayError> {
     let client = client.map(|Extension(client)| client.ip);
-    open(state, caller, client, &headers, upgrade, Target::Events).await
+    let holder = Holder::of(&state, &caller, session);
+    open(
+        state,
+        caller,
+        client,
+        holder,
+        &headers,
+        upgrade,
+        Target::Events,
+    )
+    .await
 }
 
 pub(crate) async fn logs(
@@ -128,12 +143,77 @@ pub(crate) async fn logs(
     RawQuery(query): RawQuery,
     caller: Caller,
     client: Option<Extension<ClientInfo>>,
+    session: Option<Extension<Session>>,
     headers: HeaderMap,
     upgrade: ClientUpgrade,
 ) -> Result<Response, RelayError> {
     let target = Target::logs(app_id, query)?;
     let client = client.map(|Extension(client)| client.ip);
-    open(state, caller, client, &headers, upgrade, target).await
+    let holder = Holder::of(&state, &caller, session);
+    open(state, caller, client, holder, &headers, upgrade, target).await
+}
+
+/// How often an open relay checks that its credential still lives: a
+/// revoked proxy token or an ended session closes its relays within this
+/// long, on every instance.
+const CREDENTIAL_CHECK_PERIOD: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The credential an open relay keeps checking.
+enum Holder {
+    /// A proxy token, whose record must still be in the store.
+    ProxyToken {
+        tokens: Arc<ProxyTokens>,
+        token: Arc<TokenInfo>,
+    },
+    /// A browser session, whose record must still be in the store.
+    Session { store: Store, id: Id },
+    /// Nothing to check (a session without an id: not expected).
+    Nothing,
+}
+
+impl Holder {
+    fn of(state: &AppState, caller: &Caller, session: Option<Extension<Session>>) -> Self {
+        match (
+            &caller.credential,
+            session.and_then(|Extension(session)| session.id()),
+        ) {
+            (Credential::ProxyToken(token), _) => Self::ProxyToken {
+                tokens: Arc::clone(&state.tokens),
+                token: Arc::clone(token),
+            },
+            (Credential::Session, Some(id)) => Self::Session {
+                store: state.store.clone(),
+                id,
+            },
+            (Credential::Session, None) => Self::Nothing,
+        }
+    }
+
+    /// Whether the credential still lives. A store that does not answer
+    /// keeps the relay open: a passing failure is not a revocation.
+    async fn is_live(&self) -> bool {
+        match self {
+            Self::ProxyToken { tokens, token } => tokens.is_live(token).await.unwrap_or(true),
+            Self::Session { store, id } => store
+                .load_record(id)
+                .await
+                .map_or(true, |record| record.is_some()),
+            Self::Nothing => true,
+        }
+    }
+
+    /// Returns once the credential is found revoked or expired.
+    async fn revoked(&self) {
+        let mut checks = tokio::time::interval(CREDENTIAL_CHECK_PERIOD);
+        checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        checks.tick().await;
+        loop {
+            checks.tick().await;
+            if !self.is_live().await {
+                return;
+            }
+        }
+    }
 }
 
 /// [`open_checked`], audited when the caller is a proxy token.
@@ -141,12 +221,13 @@ async fn open(
     state: AppState,
     caller: Caller,
     client: Option<std::net::IpAddr>,
+    holder: Holder,
     headers: &HeaderMap,
     upgrade: ClientUpgrade,
     target: Target,
 ) -> Result<Response, RelayError> {
     let Credential::ProxyToken(token) = &caller.credential else {
-        return open_checked(state, caller, headers, upgrade, target).await;
+        return open_checked(state, caller, holder, headers, upgrade, target).await;
     };
     let (token, owner) = (Arc::clone(token), caller.grant.owner());
     let started = Instant::now();
@@ -158,7 +239,7 @@ async fn open(
         client,
     };
     let tokens = Arc::clone(&state.tokens);
-    let answer = open_checked(state, caller, headers, upgrade, target).await;
+    let answer = open_checked(state, caller, holder, headers, upgrade, target).await;
     let status = match &answer {
         Ok(response) => response.status(),
         Err(error) => error.status(),
@@ -180,6 +261,7 @@ async fn open(
 async fn open_checked(
     state: AppState,
     caller: Caller,
+    holder: Holder,
     headers: &HeaderMap,
     upgrade: ClientUpgrade,
     target: Target,
@@ -235,7 +317,7 @@ async fn open_checked(
     let limits = limits(config);
     let shutdown = state.shutdown.clone();
     Ok(upgrade.accept(move |client| async move {
-        relay(client, upstream, slot, limits, shutdown).await;
+        relay(client, upstream, slot, limits, shutdown, holder).await;
     }))
 }
 
@@ -256,6 +338,7 @@ async fn relay(
     slot: RelaySlot,
     limits: Limits,
     shutdown: tokio_util::sync::CancellationToken,
+    holder: Holder,
 ) {
     let mut pump = Pump::new(
         client,
@@ -267,6 +350,7 @@ async fn relay(
     let end = tokio::select! {
         biased;
         () = shutdown.cancelled() => End::Shutdown,
+        () = holder.revoked() => End::Revoked,
         end = pump.run() => end,
     };
     tracing::info!(?end, "relay closing");

@@ -11,6 +11,7 @@ use reqwest::{Client, StatusCode};
 use serde_json::Value;
 
 use crate::support::redis::RedisServer;
+use crate::support::ws;
 use crate::support::{
     FAKE_USER_ID, Options, TestApp, browser, element_text, location, service_client,
 };
@@ -514,4 +515,31 @@ async fn revoking_access_says_so_when_the_api_refuses_and_deletes_the_tokens_any
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(location(&app.get(&client, "/").await), "/login");
+}
+
+#[tokio::test]
+async fn open_relays_close_once_their_token_is_revoked_or_their_session_ended() {
+    // Arrange: a relay by proxy token and one by the session's cookie.
+    let app = TestApp::spawn().await;
+    let (owner, cookie) = app.logged_in_browser_and_cookie().await;
+    let made = app.create_proxy_token(&owner, "streams").await;
+    let mut by_token = ws::open(&app, "/ws/events", ws::Auth::Bearer(&made.token))
+        .await
+        .unwrap_or_else(|(status, body)| panic!("{status} {body}"));
+    ws::expect_ready(&mut by_token).await;
+    let mut by_cookie = ws::open_as_browser(&app, &cookie, "/ws/events").await;
+    ws::expect_ready(&mut by_cookie).await;
+
+    // Act
+    revoke_token(&app, &owner, &made.id).await;
+    app.log_out(&owner).await;
+
+    // Assert: each closes with 1008 within the check period (10 s).
+    for relay in [&mut by_token, &mut by_cookie] {
+        let (code, reason) = tokio::time::timeout(Duration::from_secs(15), ws::close_frame(relay))
+            .await
+            .expect("the relay closes");
+        assert_eq!(code, 1008, "{reason}");
+        assert!(reason.contains("revoked"), "{reason}");
+    }
 }
