@@ -20,7 +20,6 @@ mod upstream;
 
 use std::sync::Arc;
 
-use axum::Extension;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -118,12 +117,10 @@ impl IntoResponse for RelayError {
 pub(crate) async fn events(
     State(state): State<AppState>,
     caller: Caller,
-    client: Option<Extension<ClientInfo>>,
-    session: Option<Extension<Session>>,
+    Seen { client, session }: Seen,
     headers: HeaderMap,
     upgrade: ClientUpgrade,
 ) -> Result<Response, RelayError> {
-    let client = client.map(|Extension(client)| client.ip);
     let holder = Holder::of(&state, &caller, session);
     open(
         state,
@@ -142,15 +139,34 @@ pub(crate) async fn logs(
     Path(app_id): Path<String>,
     RawQuery(query): RawQuery,
     caller: Caller,
-    client: Option<Extension<ClientInfo>>,
-    session: Option<Extension<Session>>,
+    Seen { client, session }: Seen,
     headers: HeaderMap,
     upgrade: ClientUpgrade,
 ) -> Result<Response, RelayError> {
     let target = Target::logs(app_id, query)?;
-    let client = client.map(|Extension(client)| client.ip);
     let holder = Holder::of(&state, &caller, session);
     open(state, caller, client, holder, &headers, upgrade, target).await
+}
+
+/// What the layers outside noted of a relay's request: the client's
+/// address and the browser's session, when there is one.
+pub(crate) struct Seen {
+    client: Option<std::net::IpAddr>,
+    session: Option<Session>,
+}
+
+impl<S: Sync> axum::extract::FromRequestParts<S> for Seen {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self {
+            client: parts.extensions.get::<ClientInfo>().map(|client| client.ip),
+            session: parts.extensions.get::<Session>().cloned(),
+        })
+    }
 }
 
 /// How often an open relay checks that its credential still lives: a
@@ -172,11 +188,8 @@ enum Holder {
 }
 
 impl Holder {
-    fn of(state: &AppState, caller: &Caller, session: Option<Extension<Session>>) -> Self {
-        match (
-            &caller.credential,
-            session.and_then(|Extension(session)| session.id()),
-        ) {
+    fn of(state: &AppState, caller: &Caller, session: Option<Session>) -> Self {
+        match (&caller.credential, session.and_then(|session| session.id())) {
             (Credential::ProxyToken(token), _) => Self::ProxyToken {
                 tokens: Arc::clone(&state.tokens),
                 token: Arc::clone(token),
