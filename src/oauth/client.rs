@@ -50,7 +50,7 @@ impl From<reqwest::Error> for OAuthError {
 }
 
 /// A request token, before the person authorizes it.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct RequestToken {
     /// `oauth_token`.
     pub token: String,
@@ -59,7 +59,7 @@ pub struct RequestToken {
 }
 
 /// An access token: what signs API calls.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct AccessToken {
     /// `oauth_token`.
     pub token: String,
@@ -67,6 +67,22 @@ pub struct AccessToken {
     pub secret: Secret,
     /// `expiration_date`, ISO 8601, when the API gives it.
     pub expiration_date: Option<String>,
+}
+
+// Tokens are secrets: their `Debug` shows nothing of them.
+impl std::fmt::Debug for RequestToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RequestToken([redacted])")
+    }
+}
+
+impl std::fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessToken")
+            .field("token", &"[redacted]")
+            .field("expiration_date", &self.expiration_date)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Deserialize)]

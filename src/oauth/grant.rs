@@ -45,8 +45,9 @@ impl Consumer {
     }
 }
 
-/// A login in progress: between `POST /login` and `GET /callback`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// A login in progress: between `POST /login` and `GET /callback`. Its
+/// `Debug` leaves the request token out.
+#[derive(Clone, Serialize, Deserialize)]
 pub struct PendingLogin {
     /// The request token the API gave us for this browser.
     pub request_token: String,
@@ -57,6 +58,17 @@ pub struct PendingLogin {
     /// When the login started (Unix seconds): it is forgotten
     /// `LOGIN_PENDING_SECS` later.
     pub started_at: i64,
+}
+
+impl std::fmt::Debug for PendingLogin {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("PendingLogin")
+            .field("request_token", &"[redacted]")
+            .field("consumer", &self.consumer)
+            .field("started_at", &self.started_at)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Whom an access token belongs to, as the API's `GET /v2/self` says.

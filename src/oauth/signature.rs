@@ -157,12 +157,19 @@ impl FromStr for SignatureMethod {
 }
 
 /// A key and its secret: the consumer's, or a (request or access) token's.
-#[derive(Clone, Debug)]
+/// Its `Debug` shows neither: a token's key is a secret too.
+#[derive(Clone)]
 pub struct Credentials {
     /// The public part (`oauth_consumer_key` or `oauth_token`).
     pub key: String,
     /// The shared secret, used only in the signing key.
     pub secret: Secret,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Credentials([redacted])")
+    }
 }
 
 impl Credentials {

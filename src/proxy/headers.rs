@@ -26,9 +26,11 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 /// the proxy sets its own), no `Host` (the HTTP client sets the API's), no
 /// `Expect` (this server already answered it), and none of the forwarding
 /// headers (`Forwarded`, `X-Forwarded-*`, `X-Real-IP`, `Via`): written by
-/// the client, they would let it claim any address or host to the API.
+/// the client, they would let it claim any address or host to the API. Nor
+/// the method-override headers: a server that honours them would run
+/// another method than the one a proxy token's scope was checked for.
 pub fn for_api(headers: &mut HeaderMap) {
-    const OURS: [HeaderName; 7] = [
+    const OURS: [HeaderName; 10] = [
         header::COOKIE,
         header::AUTHORIZATION,
         header::HOST,
@@ -36,6 +38,9 @@ pub fn for_api(headers: &mut HeaderMap) {
         header::FORWARDED,
         header::VIA,
         HeaderName::from_static("x-real-ip"),
+        HeaderName::from_static("x-http-method-override"),
+        HeaderName::from_static("x-http-method"),
+        HeaderName::from_static("x-method-override"),
     ];
     strip_hop_by_hop(headers);
     remove_present(headers, |name| {
@@ -170,7 +175,7 @@ mod tests {
     }
 
     #[test]
-    fn requests_lose_the_clients_forwarding_headers() {
+    fn requests_lose_the_clients_forwarding_and_method_override_headers() {
         let mut map = headers(&[
             ("forwarded", "for=203.0.113.7;host=evil.example"),
             ("x-forwarded-for", "203.0.113.7"),
@@ -179,6 +184,9 @@ mod tests {
             ("x-forwarded-port", "443"),
             ("x-real-ip", "203.0.113.7"),
             ("via", "1.1 evil"),
+            ("x-http-method-override", "DELETE"),
+            ("x-http-method", "DELETE"),
+            ("x-method-override", "DELETE"),
             ("x-forwardedness", "kept: not a forwarding header"),
             ("accept", "application/json"),
         ]);

@@ -31,7 +31,17 @@ pub enum TargetError {
     /// `\` or `%5C`, which some servers read as `/`.
     #[error("backslashes (plain or `%5C`) are refused in proxied paths")]
     Backslash,
+    /// `;` or `%3B`: some servers drop what follows as path parameters
+    /// before they resolve dot segments (`..;/x`).
+    #[error("semicolons (plain or `%3B`) are refused in proxied paths")]
+    Semicolon,
+    /// A path outside the API's versions.
+    #[error("only the API's /v2/… and /v4/… paths are proxied")]
+    NotAnApiVersion,
 }
+
+/// The first path segments the API answers under.
+const API_VERSIONS: [&str; 2] = ["v2", "v4"];
 
 /// The API URL a request for `uri` goes to: `api_host` + the path after
 /// [`PREFIX`] (still percent-encoded, as the client wrote it) + the raw query.
@@ -64,7 +74,8 @@ pub fn request_target(url: &Url) -> Result<Uri, TargetError> {
 /// Checks a path (starting with `/`) segment by segment, each also
 /// percent-decoded, since the API or a proxy before it may decode it.
 pub fn check_path(path: &str) -> Result<(), TargetError> {
-    let segments = path.strip_prefix('/').unwrap_or(path).split('/');
+    let rest = path.strip_prefix('/').unwrap_or(path);
+    let segments = rest.split('/');
     let mut segments = segments.peekable();
     while let Some(segment) = segments.next() {
         // Only the last segment may be empty: `/v2/events/` keeps its slash.
@@ -78,6 +89,9 @@ pub fn check_path(path: &str) -> Result<(), TargetError> {
         if decoded.contains(&b'\\') {
             return Err(TargetError::Backslash);
         }
+        if decoded.contains(&b';') {
+            return Err(TargetError::Semicolon);
+        }
         // `%2F` decodes to `/`: `..%2Fx` is a dot segment to a decoding server.
         if decoded
             .split(|byte| *byte == b'/')
@@ -85,6 +99,13 @@ pub fn check_path(path: &str) -> Result<(), TargetError> {
         {
             return Err(TargetError::DotSegment);
         }
+    }
+    // Last, so that a path refused for its shape says so.
+    if !API_VERSIONS
+        .iter()
+        .any(|version| rest.split('/').next() == Some(*version))
+    {
+        return Err(TargetError::NotAnApiVersion);
     }
     Ok(())
 }
@@ -164,6 +185,27 @@ mod tests {
         }
         // Dots inside a name are just characters.
         assert!(target("/api/v2/a..b/.c/d.").is_ok());
+    }
+
+    #[test]
+    fn semicolons_and_paths_outside_the_versions_are_refused() {
+        for path in [
+            "/api/v4/logs/organisations/o/applications/app_1/..;/app_2/logs",
+            "/api/v2/self;x",
+            "/api/v2/a%3Bb",
+            "/api/v2/a%3bb",
+        ] {
+            assert_eq!(target(path), Err(TargetError::Semicolon), "{path}");
+        }
+        for path in [
+            "/api/v3/self",
+            "/api/anything",
+            "/api/V2/self",
+            "/api/v2x/self",
+        ] {
+            assert_eq!(target(path), Err(TargetError::NotAnApiVersion), "{path}");
+        }
+        assert!(target("/api/v4/logs").is_ok());
     }
 
     #[test]

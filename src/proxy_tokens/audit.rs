@@ -43,7 +43,10 @@ pub fn redact_path(path: &str) -> String {
         } else {
             redacted.push_str(segment);
         }
-        after_tokens = segment.eq_ignore_ascii_case("tokens");
+        // As the API may read it: percent-decoded, path parameters off.
+        let decoded = percent_encoding::percent_decode_str(segment).decode_utf8_lossy();
+        let name = decoded.split(';').next().unwrap_or_default();
+        after_tokens = name.eq_ignore_ascii_case("tokens");
         if redacted.len() > MAX_LEN {
             let mut cut = MAX_LEN;
             while !redacted.is_char_boundary(cut) {
@@ -86,6 +89,14 @@ mod tests {
             "/v2/self/Tokens/{token}/more"
         );
         assert_eq!(redact_path("/v2/self/tokens"), "/v2/self/tokens");
+        assert_eq!(
+            redact_path("/v2/self/%74okens/secret"),
+            "/v2/self/%74okens/{token}"
+        );
+        assert_eq!(
+            redact_path("/v2/self/tokens;x/secret"),
+            "/v2/self/tokens;x/{token}"
+        );
     }
 
     #[test]

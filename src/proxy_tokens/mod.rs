@@ -575,9 +575,13 @@ impl ProxyTokens {
                 )
             })
             .collect();
-        self.store
-            .add_members(&owner_set(owner), &members, record.expiry_date)
-            .await?;
+        // In pieces: a script takes only so many arguments, and an index of
+        // an earlier version had no limit.
+        for piece in members.chunks(500) {
+            self.store
+                .add_members(&owner_set(owner), piece, record.expiry_date)
+                .await?;
+        }
         self.store.delete_record(&id).await?;
         Ok(())
     }

@@ -56,7 +56,9 @@ struct Rule {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Segment {
-    Exact(String),
+    /// This segment, percent-decoded once (as bytes: no two spellings of
+    /// invalid UTF-8 meet).
+    Exact(Vec<u8>),
     /// `*`: any one segment.
     One,
     /// `**`: any rest, nothing included (last only).
@@ -89,7 +91,7 @@ impl Scope {
             Self::Full => true,
             Self::ReadOnly => matches!(method, "GET" | "HEAD"),
             Self::Rules(set) => {
-                let segments: Vec<Cow<'_, str>> = path_segments(path).collect();
+                let segments: Vec<Cow<'_, [u8]>> = path_segments(path).collect();
                 set.rules.iter().any(|rule| rule.matches(method, &segments))
             }
         }
@@ -206,7 +208,7 @@ impl Rule {
         Ok(Self { methods, segments })
     }
 
-    fn matches(&self, method: &str, path: &[Cow<'_, str>]) -> bool {
+    fn matches(&self, method: &str, path: &[Cow<'_, [u8]>]) -> bool {
         let method_ok = self
             .methods
             .as_ref()
@@ -215,20 +217,24 @@ impl Rule {
     }
 }
 
-fn segments_match(pattern: &[Segment], path: &[Cow<'_, str>]) -> bool {
+fn segments_match(pattern: &[Segment], path: &[Cow<'_, [u8]>]) -> bool {
     match (pattern.split_first(), path.split_first()) {
         (Some((Segment::Rest, _)), _) => true,
         (None, None) => true,
-        (Some((Segment::One, pattern)), Some((_, path))) => segments_match(pattern, path),
+        // `*` is one segment: an encoded `/` inside would be two to an API
+        // that decodes it.
+        (Some((Segment::One, pattern)), Some((segment, path))) => {
+            !segment.contains(&b'/') && segments_match(pattern, path)
+        }
         (Some((Segment::Exact(expected), pattern)), Some((segment, path))) => {
-            expected == segment && segments_match(pattern, path)
+            expected.as_slice() == segment.as_ref() && segments_match(pattern, path)
         }
         _ => false,
     }
 }
 
 /// The segments of `/a/b/c`, each percent-decoded once.
-fn path_segments(path: &str) -> impl Iterator<Item = Cow<'_, str>> {
+fn path_segments(path: &str) -> impl Iterator<Item = Cow<'_, [u8]>> {
     path.strip_prefix('/')
         .unwrap_or(path)
         .split('/')
@@ -236,8 +242,8 @@ fn path_segments(path: &str) -> impl Iterator<Item = Cow<'_, str>> {
         .map(decode_once)
 }
 
-fn decode_once(segment: &str) -> Cow<'_, str> {
-    percent_decode_str(segment).decode_utf8_lossy()
+fn decode_once(segment: &str) -> Cow<'_, [u8]> {
+    percent_decode_str(segment).into()
 }
 
 fn is_app_id(app: &str) -> bool {
@@ -385,6 +391,17 @@ mod tests {
             "both sides decode to x%41"
         );
         assert!(!encoded.allows("GET", "/v2/xA"));
+    }
+
+    #[test]
+    fn a_star_never_matches_an_encoded_slash_nor_two_invalid_spellings_meet() {
+        let scope = rules(&[
+            "GET /v2/organisations/orga_1/applications/*",
+            "GET /v2/x%FF",
+        ]);
+        assert!(!scope.allows("GET", "/v2/organisations/orga_1/applications/app_1%2Fenv"));
+        assert!(scope.allows("GET", "/v2/x%FF"));
+        assert!(!scope.allows("GET", "/v2/x%FE"));
     }
 
     #[test]

@@ -330,6 +330,12 @@ pub(crate) async fn revoke_access(
             .map_err(|error| error.to_string()),
         None => Err("this server no longer has the consumer that obtained the token".to_owned()),
     };
+    // The session first, so that no new token can be made from it while
+    // its tokens are deleted.
+    session
+        .log_out()
+        .await
+        .map_err(IntoResponse::into_response)?;
     let revoked = state
         .tokens
         .revoke_made_from(&grant)
@@ -341,10 +347,6 @@ pub(crate) async fn revoke_access(
     for _ in 0..revoked {
         state.metrics.proxy_token_revoked();
     }
-    session
-        .log_out()
-        .await
-        .map_err(IntoResponse::into_response)?;
     tracing::info!(
         proxy_tokens = revoked,
         at_api = at_api.is_ok(),

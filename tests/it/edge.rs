@@ -341,7 +341,7 @@ async fn an_html_answer_from_the_api_arrives_sandboxed() {
     let browser = app.logged_in_browser().await;
 
     // Act
-    let page = app.get(&browser, "/api/html").await;
+    let page = app.get(&browser, "/api/v2/test/html").await;
     let json = app.get(&browser, "/api/v2/self").await;
     let refused = service_client()
         .get(app.at("/api/v2/self"))
@@ -499,7 +499,7 @@ async fn slow_call(app: &TestApp, token: &str, ms: u64) -> (StatusCode, Value) {
     let response = tokio::time::timeout(
         PATIENCE,
         service_client()
-            .get(app.at(&format!("/api/slow?ms={ms}")))
+            .get(app.at(&format!("/api/v2/test/slow?ms={ms}")))
             .bearer_auth(token)
             .send(),
     )
@@ -549,7 +549,7 @@ async fn at_the_pool_cap_a_request_that_waits_past_the_connect_time_out_gets_503
     .await;
     let token = token_for(&app).await;
     let holding = {
-        let app_url = app.at("/api/slow?ms=4000");
+        let app_url = app.at("/api/v2/test/slow?ms=4000");
         let token = token.clone();
         tokio::spawn(async move {
             service_client()
@@ -562,7 +562,7 @@ async fn at_the_pool_cap_a_request_that_waits_past_the_connect_time_out_gets_503
     };
     let fake = &app.api;
     assert!(
-        fake.wait_until(|api| api.requests().iter().any(|r| r.path == "/slow"))
+        fake.wait_until(|api| api.requests().iter().any(|r| r.path == "/v2/test/slow"))
             .await,
         "the first call reached the API"
     );

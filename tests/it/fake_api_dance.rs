@@ -427,7 +427,7 @@ async fn summary_sse_download_and_slow_answer_as_asked() {
     assert_eq!(organisation["addons"], serde_json::json!([]));
 
     let sse = caller
-        .api_get("/stream/sse?count=3&interval_ms=5", &token)
+        .api_get("/v2/test/stream/sse?count=3&interval_ms=5", &token)
         .await;
     assert_eq!(sse.headers()[CONTENT_TYPE], "text/event-stream");
     let events = sse.text().await.expect("read the events");
@@ -435,7 +435,9 @@ async fn summary_sse_download_and_slow_answer_as_asked() {
     assert!(events.contains("id: 2\n"));
     assert!(events.contains("data: {\"n\":2}"));
 
-    let download = caller.api_get("/download?bytes=200000", &token).await;
+    let download = caller
+        .api_get("/v2/test/download?bytes=200000", &token)
+        .await;
     assert_eq!(download.content_length(), Some(200_000));
     let bytes = download.bytes().await.expect("read the download");
     assert!(
@@ -445,7 +447,7 @@ async fn summary_sse_download_and_slow_answer_as_asked() {
             .all(|(&byte, index)| byte == FakeApi::download_byte(index))
     );
 
-    let slow = caller.api_get("/slow?ms=1", &token).await;
+    let slow = caller.api_get("/v2/test/slow?ms=1", &token).await;
     assert_eq!(slow.status(), StatusCode::OK);
 }
 

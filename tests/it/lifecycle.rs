@@ -69,9 +69,9 @@ async fn slow_proxied_call(
     ms: u64,
 ) -> tokio::task::JoinHandle<reqwest::Result<reqwest::Response>> {
     let client = server.app.logged_in_browser().await;
-    let url = server.at(&format!("/api/slow?ms={ms}"));
+    let url = server.at(&format!("/api/v2/test/slow?ms={ms}"));
     let call = tokio::spawn(async move { client.get(url).send().await });
-    wait_for_call(&server.app.api, "/slow").await;
+    wait_for_call(&server.app.api, "/v2/test/slow").await;
     call
 }
 

@@ -312,7 +312,7 @@ async fn server_sent_events_arrive_one_by_one_while_the_stream_is_open() {
 
     // Act
     let mut response = service_client()
-        .get(app.at("/api/stream/sse?count=2&interval_ms=600000"))
+        .get(app.at("/api/v2/test/stream/sse?count=2&interval_ms=600000"))
         .bearer_auth(&token)
         .header("accept", "text/event-stream")
         .send()
@@ -377,11 +377,11 @@ async fn fifty_mib_down_and_twenty_up_pass_whole_with_bounded_memory() {
     let mut down = (0_u64, String::new());
     let down_growth = peak_growth_mib(async {
         let mut response = service
-            .get(app.at(&format!("/api/download?bytes={DOWN}")))
+            .get(app.at(&format!("/api/v2/test/download?bytes={DOWN}")))
             .bearer_auth(&token)
             .send()
             .await
-            .expect("GET /api/download");
+            .expect("GET /api/v2/test/download");
         assert_eq!(response.status(), StatusCode::OK);
         let mut hasher = Sha256::new();
         while let Some(chunk) = tokio::time::timeout(PATIENCE, response.chunk())
