@@ -184,7 +184,7 @@ load() {
 
 # The median of the numbers on standard input, one a line.
 median() {
-  sort -g | awk '{ v[++n] = $1 } END { if (n) printf "%.2f\n", (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2 }'
+  sort -g | awk 'NF { v[++n] = $1 } END { if (n) printf "%.2f\n", (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2 }'
 }
 
 # Column $2 of the rows of target $1 (from $rows).

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use oauth_consumer_server::session::RECENT_SESSION_TTL;
 use reqwest::{Client, Response, StatusCode, header};
 use serde_json::{Value, json};
 
@@ -230,6 +231,58 @@ async fn a_session_in_use_outlives_its_idle_time() {
         assert_eq!(records.len(), 1, "{records:?}");
         assert!(records[0].2 >= 3, "the TTL went back up: {records:?}");
     }
+}
+
+#[tokio::test]
+async fn a_session_used_only_through_the_proxy_outlives_its_idle_time() {
+    let redis = RedisServer::start();
+    let mut options = redis_options(&redis);
+    options
+        .extra_args
+        .extend(["--session-idle-secs".to_owned(), "4".to_owned()]);
+    let app = TestApp::spawn_with(options).await;
+    let client = app.logged_in_browser().await;
+
+    // A page's script calling the proxy every half second, for longer than
+    // the idle time (its browser takes the refreshed cookie from those
+    // answers); nothing else uses the session.
+    for _ in 0..14 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(api_status_with_cookie(&app, &client).await, StatusCode::OK);
+    }
+
+    let records = redis.records().await;
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert!(records[0].2 >= 2, "the TTL went back up: {records:?}");
+    assert!(is_logged_in(&app, &client).await);
+}
+
+#[tokio::test]
+async fn a_logout_ends_the_session_at_once_on_its_instance_and_within_the_ttl_on_others() {
+    // Arrange: both instances have just served the session through the
+    // proxy, so both remember it.
+    let redis = RedisServer::start();
+    let a = TestApp::spawn_with(redis_options(&redis)).await;
+    let b = a.spawn_beside(redis_options(&redis)).await;
+    let (client, cookie) = a.logged_in_browser_and_cookie().await;
+    assert_eq!(a.cookie_status(&cookie).await, StatusCode::OK);
+    assert_eq!(b.cookie_status(&cookie).await, StatusCode::OK);
+
+    // Act
+    a.log_out(&client).await;
+
+    // Assert
+    assert_eq!(
+        a.cookie_status(&cookie).await,
+        StatusCode::UNAUTHORIZED,
+        "at once where the logout happened"
+    );
+    tokio::time::sleep(RECENT_SESSION_TTL).await;
+    assert_eq!(
+        b.cookie_status(&cookie).await,
+        StatusCode::UNAUTHORIZED,
+        "on another instance once what it remembers is stale"
+    );
 }
 
 #[tokio::test]
