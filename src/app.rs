@@ -81,6 +81,7 @@ pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         trusted_proxies: Arc::new(trusted_proxies),
         relays: Arc::new(relays),
     }));
-    let routes = router::routes(&state, session_layer, session_cookie, security_headers);
+    let remembered = session::RememberedSessions::new(session_cookie, state.store.clone());
+    let routes = router::routes(&state, session_layer, remembered, security_headers);
     Ok(App { routes, state })
 }

@@ -9,7 +9,7 @@ use tower::util::MapResponseLayer;
 use tower_sessions::SessionManagerLayer;
 use tower_sessions::service::PrivateCookie;
 
-use crate::session::{SessionCookie, Store};
+use crate::session::{RememberedSessions, Store};
 use crate::state::AppState;
 use crate::web::security::SecurityHeaders;
 use crate::web::{self, assets, health, middleware, pages, tokens};
@@ -23,7 +23,7 @@ use crate::{proxy, relay, telemetry};
 pub(crate) fn routes(
     state: &AppState,
     session_layer: SessionManagerLayer<Store, PrivateCookie>,
-    session_cookie: SessionCookie,
+    remembered: RememberedSessions,
     security_headers: SecurityHeaders,
 ) -> Router<AppState> {
     Router::new()
@@ -54,8 +54,7 @@ pub(crate) fn routes(
             ServiceBuilder::new()
                 .layer(from_fn(middleware::answer_store_failures))
                 .layer(session_layer),
-            session_cookie,
-            state.store.clone(),
+            remembered,
         ))
         .layer(web::security::layer(security_headers))
         .layer(telemetry::Track::new(state.clone()))

@@ -287,18 +287,33 @@ impl SessionCookie {
     }
 }
 
-/// The grant of the request's session if this instance read it lately (see
-/// [`RecentSessions`]), found from the cookie alone: no store read, no
-/// record to decrypt or parse.
-pub fn remembered_grant(
-    cookie: &SessionCookie,
-    store: &Store,
-    headers: &HeaderMap,
-) -> Option<Arc<AccessGrant>> {
-    let id = cookie.session_id(headers)?;
-    store
-        .recent_sessions()
-        .get(&SessionKey::of(&id), Instant::now())
+/// Finds the grant of a request's session among those this instance read
+/// lately (see [`RecentSessions`]), from its cookie alone: no store read, no
+/// record to decrypt or parse. One `Arc`, as the router clones its services
+/// for every request.
+#[derive(Clone, Debug)]
+pub struct RememberedSessions(Arc<Remembering>);
+
+#[derive(Debug)]
+struct Remembering {
+    cookie: SessionCookie,
+    store: Store,
+}
+
+impl RememberedSessions {
+    /// The sessions of `store` whose cookie is `cookie`.
+    pub fn new(cookie: SessionCookie, store: Store) -> Self {
+        Self(Arc::new(Remembering { cookie, store }))
+    }
+
+    /// The grant of the request's session, if this instance read it lately.
+    pub fn grant(&self, headers: &HeaderMap) -> Option<Arc<AccessGrant>> {
+        let id = self.0.cookie.session_id(headers)?;
+        self.0
+            .store
+            .recent_sessions()
+            .get(&SessionKey::of(&id), Instant::now())
+    }
 }
 
 /// The session layer over `store`, with the cookie settings the login needs.

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse as _, Response};
 
 use crate::auth::{AuthError, RememberedGrant};
 use crate::error::store_unavailable_page;
-use crate::session::{SessionCookie, Store, remembered_grant, watch_failures};
+use crate::session::{RememberedSessions, watch_failures};
 
 /// Paths of the proxy and of the relays: they serve programs, who are
 /// judged by [`crate::auth::Caller`] alone.
@@ -25,19 +25,14 @@ const CALLER_PREFIXES: [&str; 2] = ["/api/", "/ws/"];
 #[derive(Clone, Debug)]
 pub struct SessionLayers<L> {
     layers: L,
-    cookie: SessionCookie,
-    store: Store,
+    remembered: RememberedSessions,
 }
 
 impl<L> SessionLayers<L> {
-    /// `layers` where they are needed, for sessions in `store` whose cookie
-    /// is `cookie`.
-    pub fn new(layers: L, cookie: SessionCookie, store: Store) -> Self {
-        Self {
-            layers,
-            cookie,
-            store,
-        }
+    /// `layers` where they are needed; `remembered` finds the sessions read
+    /// lately.
+    pub fn new(layers: L, remembered: RememberedSessions) -> Self {
+        Self { layers, remembered }
     }
 }
 
@@ -52,8 +47,7 @@ where
         SessionLayersService {
             plain: inner.clone(),
             layered: self.layers.layer(inner),
-            cookie: self.cookie.clone(),
-            store: self.store.clone(),
+            remembered: self.remembered.clone(),
         }
     }
 }
@@ -64,8 +58,7 @@ where
 pub struct SessionLayersService<S, T> {
     plain: S,
     layered: T,
-    cookie: SessionCookie,
-    store: Store,
+    remembered: RememberedSessions,
 }
 
 impl<S, T> tower::Service<Request> for SessionLayersService<S, T>
@@ -108,7 +101,7 @@ impl<S, T> SessionLayersService<S, T> {
         if request.headers().contains_key(header::AUTHORIZATION) {
             return true;
         }
-        match remembered_grant(&self.cookie, &self.store, request.headers()) {
+        match self.remembered.grant(request.headers()) {
             Some(grant) => {
                 request.extensions_mut().insert(RememberedGrant(grant));
                 true
@@ -154,7 +147,7 @@ mod tests {
 
     use super::*;
     use crate::config::Config;
-    use crate::session::{Backend, SealingKey, SetInsert, SetKey, Store, layer};
+    use crate::session::{Backend, SealingKey, SessionCookie, SetInsert, SetKey, Store, layer};
 
     /// A backend that reads nothing and cannot write: the store going away
     /// between a handler's reads and the session layer's save.
@@ -275,8 +268,7 @@ mod tests {
             .route("/page", get(has_session))
             .layer(SessionLayers::new(
                 layer(store.clone(), &config, &cookie),
-                cookie,
-                store,
+                RememberedSessions::new(cookie, store),
             ));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
