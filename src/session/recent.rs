@@ -112,17 +112,9 @@ impl RecentSessions {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::oauth::grant::Consumer;
-    use crate::secret::Secret;
 
     fn grant() -> Arc<AccessGrant> {
-        Arc::new(AccessGrant {
-            token: "access".to_owned(),
-            secret: Secret::new("access-secret"),
-            consumer: Consumer::Operator,
-            user: None,
-            expiration_date: None,
-        })
+        Arc::new(AccessGrant::for_tests())
     }
 
     #[test]

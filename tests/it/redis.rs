@@ -24,6 +24,23 @@ fn redis_options(redis: &RedisServer) -> Options {
     crate::support::redis::options(redis, &[])
 }
 
+/// [`redis_options`] with sessions that expire after `idle_secs` unused.
+fn redis_options_idle(redis: &RedisServer, idle_secs: &str) -> Options {
+    let mut options = redis_options(redis);
+    options
+        .extra_args
+        .extend(["--session-idle-secs".to_owned(), idle_secs.to_owned()]);
+    options
+}
+
+/// Asserts that Redis holds one record, a session whose TTL is at least
+/// `secs`: its expiry moved.
+async fn assert_one_session_with_ttl_at_least(redis: &RedisServer, secs: i64) {
+    let records = redis.records().await;
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert!(records[0].2 >= secs, "the TTL went back up: {records:?}");
+}
+
 /// What `/ready` answers: 503 while the store is unreachable.
 async fn ready_status(app: &TestApp) -> StatusCode {
     app.get(&browser(), "/ready").await.status()
@@ -190,11 +207,7 @@ async fn a_restarted_instance_keeps_sessions_and_tokens() {
 #[tokio::test]
 async fn expired_sessions_leave_no_key_in_redis() {
     let redis = RedisServer::start();
-    let mut options = redis_options(&redis);
-    options
-        .extra_args
-        .extend(["--session-idle-secs".to_owned(), "2".to_owned()]);
-    let app = TestApp::spawn_with(options).await;
+    let app = TestApp::spawn_with(redis_options_idle(&redis, "2")).await;
     let client = app.logged_in_browser().await;
 
     let records = redis.records().await;
@@ -215,11 +228,7 @@ async fn expired_sessions_leave_no_key_in_redis() {
 #[tokio::test]
 async fn a_session_in_use_outlives_its_idle_time() {
     let redis = RedisServer::start();
-    let mut options = redis_options(&redis);
-    options
-        .extra_args
-        .extend(["--session-idle-secs".to_owned(), "4".to_owned()]);
-    let app = TestApp::spawn_with(options).await;
+    let app = TestApp::spawn_with(redis_options_idle(&redis, "4")).await;
     let client = app.logged_in_browser().await;
 
     // Used every 2.5 s (more than half the idle time), for longer than the
@@ -227,20 +236,14 @@ async fn a_session_in_use_outlives_its_idle_time() {
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(2_500)).await;
         assert!(is_logged_in(&app, &client).await);
-        let records = redis.records().await;
-        assert_eq!(records.len(), 1, "{records:?}");
-        assert!(records[0].2 >= 3, "the TTL went back up: {records:?}");
+        assert_one_session_with_ttl_at_least(&redis, 3).await;
     }
 }
 
 #[tokio::test]
 async fn a_session_used_only_through_the_proxy_outlives_its_idle_time() {
     let redis = RedisServer::start();
-    let mut options = redis_options(&redis);
-    options
-        .extra_args
-        .extend(["--session-idle-secs".to_owned(), "4".to_owned()]);
-    let app = TestApp::spawn_with(options).await;
+    let app = TestApp::spawn_with(redis_options_idle(&redis, "4")).await;
     let client = app.logged_in_browser().await;
 
     // A page's script calling the proxy every half second, for longer than
@@ -251,9 +254,7 @@ async fn a_session_used_only_through_the_proxy_outlives_its_idle_time() {
         assert_eq!(api_status_with_cookie(&app, &client).await, StatusCode::OK);
     }
 
-    let records = redis.records().await;
-    assert_eq!(records.len(), 1, "{records:?}");
-    assert!(records[0].2 >= 2, "the TTL went back up: {records:?}");
+    assert_one_session_with_ttl_at_least(&redis, 2).await;
     assert!(is_logged_in(&app, &client).await);
 }
 
