@@ -2,30 +2,58 @@
 # Proxy benchmark, in one go on this machine: a fast upstream stub
 # (examples/bench_upstream.rs), our server (release build) in front of it,
 # and nginx (`proxy_pass`, Debian's nginx-light) in front of the same stub.
-# Each is loaded by wrk with the same threads, connections and duration;
-# prints requests/s and latency percentiles for direct, nginx and ours, and
-# the ratio ours/nginx. Ours signs every request with HMAC-SHA512 and
-# authenticates a proxy token, as a service would use it.
+# Each is loaded by wrk with the same threads, connections and duration, in
+# alternating rounds. Ours is called two ways, both signed with HMAC-SHA512:
+# `cookie`, as a browser does (the session cookie of a login through the
+# real dance), and `bearer`, as a service does (a proxy token). Prints
+# requests/s, latency percentiles and CPU per request of each, the ratios
+# ours/nginx of each round and their medians, and the server's RSS.
 #
-# Usage: bash bench/proxy.sh  (DURATION=10s THREADS=2 CONNECTIONS=32 ROUNDS=3)
-#        TARGETS="nginx ours" bash bench/proxy.sh   (a subset, while iterating)
+# PIN=1 is the one-core arrangement: our server and nginx (1 worker) on
+# cpu0, wrk, the stub and the latency probe on cpu1. It then also measures
+# the p99 latency at half of our rate (examples/bench_load.rs, open loop)
+# against the stub called directly at the same rate.
+#
+# Usage: bash bench/proxy.sh        (DURATION=10s THREADS=2 CONNECTIONS=32 ROUNDS=3)
+#        PIN=1 bash bench/proxy.sh  (THREADS=1 CONNECTIONS=64 ROUNDS=5)
+#        TARGETS="nginx cookie" bash bench/proxy.sh   (a subset, while iterating)
+#        LATENCY=0 PIN=1 bash bench/proxy.sh          (rates only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+PIN=${PIN:-0}
+if [ "$PIN" = 1 ]; then
+  THREADS=${THREADS:-1}
+  CONNECTIONS=${CONNECTIONS:-64}
+  ROUNDS=${ROUNDS:-5}
+  LATENCY=${LATENCY:-1}
+  server_cpu=(taskset -c 0)
+  load_cpu=(taskset -c 1)
+  nginx_workers=1
+else
+  THREADS=${THREADS:-2}
+  CONNECTIONS=${CONNECTIONS:-32}
+  ROUNDS=${ROUNDS:-3}
+  LATENCY=${LATENCY:-0}
+  server_cpu=()
+  load_cpu=()
+  nginx_workers=auto
+fi
 DURATION=${DURATION:-10s}
-THREADS=${THREADS:-2}
-CONNECTIONS=${CONNECTIONS:-32}
-ROUNDS=${ROUNDS:-3}
 STUB_PORT=${STUB_PORT:-18181}
 NGINX_PORT=${NGINX_PORT:-18182}
 OURS_PORT=${OURS_PORT:-18183}
 PATH_UNDER_TEST=/v2/self
 
-for tool in wrk nginx curl; do
-  command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install wrk nginx-light curl)" >&2; exit 1; }
+for tool in wrk nginx curl taskset; do
+  command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install wrk nginx-light curl util-linux)" >&2; exit 1; }
 done
+if [ "$PIN" = 1 ] && [ "$(nproc --all)" -lt 2 ]; then
+  echo "PIN=1 needs two cores" >&2
+  exit 1
+fi
 
-cargo build --release --locked --quiet --bin oauth-consumer-server --example bench_upstream
+cargo build --release --locked --quiet --bin oauth-consumer-server --example bench_upstream --example bench_load
 
 work=$(mktemp -d)
 pids=()
@@ -47,14 +75,15 @@ wait_for() {
 }
 
 # The stub.
-target/release/examples/bench_upstream "$STUB_PORT" >"$work/stub.log" 2>&1 &
-pids+=($!)
+"${load_cpu[@]}" target/release/examples/bench_upstream "$STUB_PORT" >"$work/stub.log" 2>&1 &
+stub_pid=$!
+pids+=("$stub_pid")
 
 # nginx: keep-alive to the stub, like our pooled client; no access log.
 mkdir -p "$work/nginx/logs"
 cat >"$work/nginx/nginx.conf" <<EOF
 daemon off;
-worker_processes auto;
+worker_processes $nginx_workers;
 pid $work/nginx/nginx.pid;
 error_log $work/nginx/logs/error.log warn;
 events { worker_connections 4096; }
@@ -73,13 +102,13 @@ http {
   }
 }
 EOF
-nginx -p "$work/nginx" -e "$work/nginx/logs/error.log" -c "$work/nginx/nginx.conf" &
+"${server_cpu[@]}" nginx -p "$work/nginx" -e "$work/nginx/logs/error.log" -c "$work/nginx/nginx.conf" &
 nginx_pid=$!
 pids+=("$nginx_pid")
 
 # Ours, with an operator consumer (the stub accepts any). RUST_LOG=warn
 # drops the per-request log line, as `access_log off` does for nginx.
-RUST_LOG=warn target/release/oauth-consumer-server \
+RUST_LOG=warn "${server_cpu[@]}" target/release/oauth-consumer-server \
   --host 127.0.0.1 --port "$OURS_PORT" \
   --app-url "http://127.0.0.1:$OURS_PORT/" \
   --api-host "http://127.0.0.1:$STUB_PORT" \
@@ -92,7 +121,9 @@ wait_for "$STUB_PORT" /
 wait_for "$NGINX_PORT" /
 wait_for "$OURS_PORT" /health
 
-# Log in through the real dance, then create a proxy token.
+# Log in through the real dance (the stub plays the API's token endpoints;
+# the authorize step is the browser's, so the script goes straight to the
+# callback), then create a proxy token with the session.
 ours="http://127.0.0.1:$OURS_PORT"
 jar="$work/cookies"
 csrf=$(curl -sf -c "$jar" -b "$jar" "$ours/login" | sed -n 's/.*name="csrf" value="\([^"]*\)".*/\1/p' | head -n1)
@@ -102,11 +133,22 @@ case "$authorize" in
   *) echo "login did not reach the authorize step: $authorize" >&2; exit 1 ;;
 esac
 curl -sf -c "$jar" -b "$jar" -o /dev/null "$ours/callback?oauth_token=bench-request&oauth_verifier=bench-verifier"
-token=$(curl -sf -c "$jar" -b "$jar" -H "Origin: $ours" -H 'Content-Type: application/json' \
+session=$(awk '$6 == "ocs_session" { print $7 }' "$jar")
+[ -n "$session" ] || { echo "no session cookie after the login" >&2; exit 1; }
+cookie_header="Cookie: ocs_session=$session"
+token=$(curl -sf -b "$jar" -H "Origin: $ours" -H 'Content-Type: application/json' \
   -d '{"name":"bench"}' "$ours/tokens" | sed -n 's/.*"token":"\([^"]*\)".*/\1/p')
 [ -n "$token" ] || { echo "could not create a proxy token" >&2; exit 1; }
-status=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $token" "$ours/api$PATH_UNDER_TEST")
-[ "$status" = 200 ] || { echo "the proxy answered $status" >&2; exit 1; }
+bearer_header="Authorization: Bearer $token"
+for header in "$cookie_header" "$bearer_header"; do
+  status=$(curl -s -o /dev/null -w '%{http_code}' -H "$header" "$ours/api$PATH_UNDER_TEST")
+  [ "$status" = 200 ] || { echo "the proxy answered $status" >&2; exit 1; }
+done
+
+# Resident memory of process $1, in MiB.
+rss_mib() { awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
+sleep 1
+idle_rss=$(rss_mib "$ours_pid")
 
 # CPU time (clock ticks, user + system) of process $1 and its children.
 cpu_ticks() {
@@ -125,7 +167,7 @@ load() {
   shift 3
   local out before after
   before=$(cpu_ticks "$pid")
-  out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$@" "$url")
+  out=$("${load_cpu[@]}" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$@" "$url")
   after=$(cpu_ticks "$pid")
   if grep -q 'Non-2xx' <<<"$out"; then
     echo "$name: some answers were not 2xx:" >&2
@@ -140,30 +182,97 @@ load() {
   ' <<<"$out"
 }
 
-echo "wrk: $THREADS threads, $CONNECTIONS connections, $DURATION each; GET $PATH_UNDER_TEST; $(nproc) cores"
+# The median of the numbers on standard input, one a line.
+median() {
+  sort -g | awk 'NF { v[++n] = $1 } END { if (n) printf "%.2f\n", (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2 }'
+}
+
+# Column $2 of the rows of target $1 (from $rows).
+column_of() { awk -v name="$1" -v column="$2" '$1 == name { print $column }' <<<"$rows"; }
+
+# The ratio $1/nginx of each round, rounded, on one line.
+ratios_by_round() {
+  awk -v name="$1" '$1 == "nginx" { nginx = $2 } $1 == name && nginx { printf "%.2f\n", $2 / nginx }' <<<"$rows"
+}
+
+if [ "$PIN" = 1 ]; then
+  echo "one-core arrangement: ours and nginx (1 worker) on cpu0; wrk, the stub and the latency probe on cpu1"
+fi
+echo "wrk: $THREADS threads, $CONNECTIONS connections, $DURATION each; GET $PATH_UNDER_TEST; $(nproc --all) cores"
+echo "cookie: ours with the session cookie; bearer: ours with a proxy token"
 echo "cpu/req: CPU time of the server under test (not of the stub behind it) per request"
-echo "nginx and ours alternate for $ROUNDS rounds, so that other load on the machine falls on both"
+echo "the targets alternate for $ROUNDS rounds, so that other load on the machine falls on all"
 printf "%-7s %12s %9s %9s %9s %9s %12s\n" target "requests/s" p50 p75 p90 p99 "cpu/req (us)"
 rows=""
 for round in $(seq "$ROUNDS"); do
-  for target in ${TARGETS:-direct nginx ours}; do
+  for target in ${TARGETS:-direct nginx cookie bearer}; do
     row=""
     case $target in
-      direct) [ "$round" = 1 ] && row=$(load direct "${pids[0]}" "http://127.0.0.1:$STUB_PORT$PATH_UNDER_TEST") ;;
+      direct) [ "$round" = 1 ] && row=$(load direct "$stub_pid" "http://127.0.0.1:$STUB_PORT$PATH_UNDER_TEST") ;;
       nginx) row=$(load nginx "$nginx_pid" "http://127.0.0.1:$NGINX_PORT$PATH_UNDER_TEST") ;;
-      ours) row=$(load ours "$ours_pid" "$ours/api$PATH_UNDER_TEST" -H "Authorization: Bearer $token") ;;
+      cookie) row=$(load cookie "$ours_pid" "$ours/api$PATH_UNDER_TEST" -H "$cookie_header") ;;
+      bearer) row=$(load bearer "$ours_pid" "$ours/api$PATH_UNDER_TEST" -H "$bearer_header") ;;
+      *) echo "unknown target $target (direct, nginx, cookie, bearer)" >&2; exit 1 ;;
     esac
     [ -n "$row" ] && { echo "$row"; rows+="$row"$'\n'; }
   done
 done
-# The ratio of each round (ours after nginx), then their median.
-awk '$1 == "nginx" { nginx = $2 } $1 == "ours" && nginx { ratios[++n] = $2 / nginx; nginx = 0 }
-     END {
-       if (!n) exit
-       for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (ratios[j] < ratios[i]) { t = ratios[i]; ratios[i] = ratios[j]; ratios[j] = t }
-       line = "ours/nginx by round:"
-       for (i = 1; i <= n; i++) line = line sprintf(" %.2f", ratios[i])
-       print line
-       median = (n % 2) ? ratios[(n + 1) / 2] : (ratios[n / 2] + ratios[n / 2 + 1]) / 2
-       printf "ours/nginx: %.2f, the median (target: 0.80 or more)\n", median
-     }' <<<"$rows"
+
+echo
+for target in nginx cookie bearer; do
+  rates=$(column_of "$target" 2)
+  [ -n "$rates" ] || continue
+  echo "$target: median $(median <<<"$rates") requests/s, $(column_of "$target" 7 | median) us of CPU per request"
+done
+for target in cookie bearer; do
+  ratios=$(ratios_by_round "$target")
+  [ -n "$ratios" ] || continue
+  target_ratio=0.80
+  [ "$target" = bearer ] && target_ratio=0.90
+  echo "$target/nginx by round: $(tr '\n' ' ' <<<"$ratios")"
+  echo "$target/nginx: $(median <<<"$ratios"), the median (target: $target_ratio or more)"
+done
+echo "ours, idle RSS after a login: $idle_rss MiB (target: 15 or less); after the runs: $(rss_mib "$ours_pid") MiB"
+
+[ "$LATENCY" = 1 ] || exit 0
+
+# Runs the open-loop probe at $2 requests/s against $1 (headers follow);
+# prints its key=value line.
+probe() {
+  local url=$1 rate=$2
+  shift 2
+  local headers=() header
+  for header in "$@"; do headers+=(-H "$header"); done
+  "${load_cpu[@]}" target/release/examples/bench_load --rate "$rate" --connections "$CONNECTIONS" \
+    --seconds "${DURATION%s}" "${headers[@]}" "$url"
+}
+
+# The value of key $1 in a probe's line $2.
+field() { tr ' ' '\n' <<<"$2" | awk -F= -v key="$1" '$1 == key { print $2 }'; }
+
+echo
+echo "latency at half of our rate, open loop (examples/bench_load.rs, $CONNECTIONS connections, $DURATION each),"
+echo "from each request's scheduled time; the stub called directly at the same rate alternates with ours"
+for target in cookie bearer; do
+  median_rate=$(column_of "$target" 2 | median)
+  [ -n "$median_rate" ] || continue
+  rate=$(awk -v r="$median_rate" 'BEGIN { printf "%d", r / 2 }')
+  header=$cookie_header
+  [ "$target" = bearer ] && header=$bearer_header
+  above=""
+  for round in $(seq "$ROUNDS"); do
+    direct=$(probe "http://127.0.0.1:$STUB_PORT$PATH_UNDER_TEST" "$rate")
+    through=$(probe "$ours/api$PATH_UNDER_TEST" "$rate" "$header")
+    for line in "$direct" "$through"; do
+      if [ "$(field not_2xx "$line")" != 0 ]; then
+        echo "some answers were not 2xx: $line" >&2
+        exit 1
+      fi
+    done
+    echo "$target at $rate/s, round $round: direct $direct"
+    echo "$target at $rate/s, round $round: ours   $through"
+    above+="$(awk -v a="$(field p99_us "$through")" -v b="$(field p99_us "$direct")" 'BEGIN { printf "%.3f", (a - b) / 1000 }')"$'\n'
+  done
+  echo "$target: p99 above the stub's by round (ms): $(tr '\n' ' ' <<<"$above")"
+  echo "$target: p99 above the stub's: $(median <<<"$above") ms, the median (target: 0.7 or less)"
+done

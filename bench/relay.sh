@@ -3,6 +3,11 @@
 # straight to an API stub, and the server's memory per idle relay.
 #
 #   bash bench/relay.sh [MESSAGES] [IDLE_COUNTS]
+#   PIN=1 bash bench/relay.sh [MESSAGES] [IDLE_COUNTS]
+#
+# PIN=1 is the one-core arrangement: the relay (our server) on cpu0, the
+# stub and the client on cpu1, with 1 KiB messages. MESSAGE_BYTES sets the
+# flood's message size (200 by default, 1024 with PIN=1).
 #
 # Defaults: a 200,000-message flood; idle relays at 1000 and 9900 (10,000
 # relays need 20,000 sockets in the server, past a 20,000 open-files hard
@@ -10,6 +15,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+PIN=${PIN:-0}
+if [ "$PIN" = 1 ]; then
+  export MESSAGE_BYTES=${MESSAGE_BYTES:-1024}
+  server_cpu=(taskset -c 0)
+  load_cpu=(taskset -c 1)
+else
+  export MESSAGE_BYTES=${MESSAGE_BYTES:-200}
+  server_cpu=()
+  load_cpu=()
+fi
 messages=${1:-200000}
 idle_counts=${2:-1000,9900}
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
@@ -25,13 +40,13 @@ pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
-target/release/examples/bench_relay stub "127.0.0.1:$stub_port" &
+"${load_cpu[@]}" target/release/examples/bench_relay stub "127.0.0.1:$stub_port" &
 pids+=($!)
 PORT=$server_port HOST=127.0.0.1 APP_URL="http://127.0.0.1:$server_port/" \
   API_HOST="http://127.0.0.1:$stub_port" \
   OAUTH_CONSUMER_KEY=bench OAUTH_CONSUMER_SECRET=bench-secret \
   RELAY_MAX_PER_CALLER=100000 RELAYS_PER_OWNER=100000 MAX_CONNECTIONS=100000 RUST_LOG=warn \
-  target/release/oauth-consumer-server &
+  "${server_cpu[@]}" target/release/oauth-consumer-server &
 server_pid=$!
 pids+=("$server_pid")
 
@@ -40,5 +55,8 @@ for _ in $(seq 50); do
   sleep 0.1
 done
 
-target/release/examples/bench_relay run "http://127.0.0.1:$server_port" \
+if [ "$PIN" = 1 ]; then
+  echo "one-core arrangement: the relay on cpu0; the stub and the client on cpu1"
+fi
+"${load_cpu[@]}" target/release/examples/bench_relay run "http://127.0.0.1:$server_port" \
   "http://127.0.0.1:$stub_port" "$server_pid" "$messages" "$idle_counts"

@@ -9,7 +9,8 @@
 //! in to the server (whose API is the stub), then measures:
 //! - the server's memory per idle relay (RSS of SERVER_PID, delta / count)
 //!   at each of IDLE_COUNTS (comma-separated, ascending);
-//! - messages per second of a MESSAGES-message flood, and the round-trip
+//! - messages per second of a MESSAGES-message flood (of `MESSAGE_BYTES`
+//!   bytes each, from the environment; 200 when unset), and the round-trip
 //!   latency of small messages (p50, p99), through the relay and straight
 //!   to the stub with the same client.
 
@@ -30,8 +31,9 @@ mod support;
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// Size of the flood's messages, about an event's.
-const MESSAGE_BYTES: usize = 200;
+/// Size of the flood's messages, about an event's, unless `MESSAGE_BYTES`
+/// says otherwise.
+const DEFAULT_MESSAGE_BYTES: usize = 200;
 /// Round trips timed for the latency figures.
 const LATENCY_SAMPLES: usize = 2_000;
 /// Floods through each path, alternating.
@@ -154,6 +156,10 @@ async fn run(
     messages: u64,
     idle_counts: &[usize],
 ) -> anyhow::Result<()> {
+    let message_bytes = match std::env::var("MESSAGE_BYTES") {
+        Ok(bytes) => bytes.parse().context("MESSAGE_BYTES: a number of bytes")?,
+        Err(_) => DEFAULT_MESSAGE_BYTES,
+    };
     let cookie = support::log_in(server).await?;
     let relayed = Target {
         url: format!("{}/ws/events", server.replacen("http", "ws", 1)),
@@ -199,7 +205,7 @@ async fn run(
     for _ in 0..ROUNDS {
         for (index, target) in [&direct, &relayed].into_iter().enumerate() {
             let cpu_before = cpu_time(server_pid)?;
-            rates[index].push(flood_rate(target, messages).await?);
+            rates[index].push(flood_rate(target, messages, message_bytes).await?);
             if index == 1 {
                 server_cpu += cpu_time(server_pid)?.saturating_sub(cpu_before);
             }
@@ -212,7 +218,7 @@ async fn run(
     {
         let (p50, p99) = latency(target).await?;
         println!(
-            "{name:>6}: {:>9.0} messages/s ({messages} x {MESSAGE_BYTES} B, median of {ROUNDS})  round trip p50 {p50:?}  p99 {p99:?}",
+            "{name:>6}: {:>9.0} messages/s ({messages} x {message_bytes} B, median of {ROUNDS})  round trip p50 {p50:?}  p99 {p99:?}",
             medians[index]
         );
     }
@@ -250,12 +256,12 @@ fn median(mut values: Vec<f64>) -> f64 {
 }
 
 /// Messages per second of one flood of `messages` messages.
-async fn flood_rate(target: &Target, messages: u64) -> anyhow::Result<f64> {
+async fn flood_rate(target: &Target, messages: u64, bytes: usize) -> anyhow::Result<f64> {
     let mut socket = target.open().await?;
     let started = Instant::now();
     socket
         .send(Message::text(
-            json!({ "flood": messages, "size": MESSAGE_BYTES }).to_string(),
+            json!({ "flood": messages, "size": bytes }).to_string(),
         ))
         .await?;
     for expected in 0..messages {

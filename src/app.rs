@@ -57,7 +57,8 @@ pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Resul
     let store = session::store(&config)
         .await
         .context("setting up the session store")?;
-    let session_layer = session::layer(store.clone(), &config);
+    let session_cookie = session::SessionCookie::new(&config);
+    let session_layer = session::layer(store.clone(), &config, &session_cookie);
     let relays = relay::RelayRegistry::counting_into(metrics.relays_open_gauge());
     let tokens = Arc::new(proxy_tokens::ProxyTokens::new(
         store.clone(),
@@ -80,6 +81,7 @@ pub async fn build(config: Config, shutdown: CancellationToken) -> anyhow::Resul
         trusted_proxies: Arc::new(trusted_proxies),
         relays: Arc::new(relays),
     }));
-    let routes = router::routes(&state, session_layer, security_headers);
+    let remembered = session::RememberedSessions::new(session_cookie, state.store.clone());
+    let routes = router::routes(&state, session_layer, remembered, security_headers);
     Ok(App { routes, state })
 }

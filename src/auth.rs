@@ -5,7 +5,6 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use tower_sessions::Session;
 
 use std::sync::Arc;
 
@@ -14,7 +13,7 @@ use crate::forwarded::ClientInfo;
 use crate::oauth::grant::AccessGrant;
 use crate::proxy_tokens::audit::{CallRecord, audit_path};
 use crate::proxy_tokens::{TokenError, TokenInfo};
-use crate::session::{AppSession, SessionError};
+use crate::session::{AppSession, SessionError, SessionKey};
 use crate::state::AppState;
 
 /// The `reason` of a proxy token refused for its address, in the metrics.
@@ -36,10 +35,16 @@ pub(crate) enum Credential {
 #[derive(Clone, Debug)]
 pub(crate) struct Caller {
     /// The access token (and consumer) to sign with.
-    pub(crate) grant: AccessGrant,
+    pub(crate) grant: Arc<AccessGrant>,
     /// What authenticated the caller.
     pub(crate) credential: Credential,
 }
+
+/// The grant of a session this instance read lately, found from the cookie
+/// before the session layers, which the request then goes around (see
+/// [`crate::web::middleware::SessionLayers`]).
+#[derive(Clone, Debug)]
+pub(crate) struct RememberedGrant(pub(crate) Arc<AccessGrant>);
 
 /// Why a caller was turned away. Answers JSON: these routes serve programs.
 #[derive(Debug, thiserror::Error)]
@@ -130,16 +135,15 @@ impl FromRequestParts<AppState> for Caller {
                 return Err(refused);
             }
             return Ok(Self {
-                grant,
+                grant: Arc::new(grant),
                 credential: Credential::ProxyToken(info),
             });
         }
 
-        let session = Session::from_request_parts(parts, state)
-            .await
-            .map(AppSession::from)
-            .map_err(|_| AuthError::Missing)?;
-        let grant = session.access().await?.ok_or(AuthError::Missing)?;
+        let grant = match parts.extensions.remove::<RememberedGrant>() {
+            Some(RememberedGrant(grant)) => grant,
+            None => session_grant(parts, state).await?,
+        };
         if !is_safe(&parts.method) && !same_origin(&parts.headers, &state.config.app_origin()) {
             return Err(AuthError::CrossOrigin);
         }
@@ -148,6 +152,32 @@ impl FromRequestParts<AppState> for Caller {
             credential: Credential::Session,
         })
     }
+}
+
+/// The grant of the request's session, read through the session layer
+/// (which keeps the session alive), and remembered by this instance until
+/// the next keep-alive is due, for [`crate::session::RECENT_SESSION_TTL`]
+/// at most.
+async fn session_grant(parts: &mut Parts, state: &AppState) -> Result<Arc<AccessGrant>, AuthError> {
+    let session = AppSession::from_request_parts(parts, state)
+        .await
+        .map_err(|_| AuthError::Missing)?;
+    let recent = state.store.recent_sessions();
+    let generation = recent.generation();
+    let (grant, keep_alive_due_in) = session
+        .access_and_keep_alive()
+        .await?
+        .ok_or(AuthError::Missing)?;
+    let grant = Arc::new(grant);
+    if let Some(id) = session.id() {
+        recent.remember(
+            SessionKey::of(&id),
+            generation,
+            keep_alive_due_in,
+            Arc::clone(&grant),
+        );
+    }
+    Ok(grant)
 }
 
 /// The token of `Bearer <token>` (scheme case-insensitive).

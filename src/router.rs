@@ -9,7 +9,7 @@ use tower::util::MapResponseLayer;
 use tower_sessions::SessionManagerLayer;
 use tower_sessions::service::PrivateCookie;
 
-use crate::session::Store;
+use crate::session::{RememberedSessions, Store};
 use crate::state::AppState;
 use crate::web::security::SecurityHeaders;
 use crate::web::{self, assets, health, middleware, pages, tokens};
@@ -17,11 +17,13 @@ use crate::{proxy, relay, telemetry};
 
 /// The routes, waiting for their state. From the outside in, every request
 /// is tracked (request id, log line, metrics), gets the security headers,
-/// then, unless it is a bearer call to the proxy, a session (with store
-/// failures answered as 503).
+/// then, unless it is a call to the proxy or a relay with a bearer token or
+/// the cookie of a session read lately, a session (with store failures
+/// answered as 503).
 pub(crate) fn routes(
     state: &AppState,
     session_layer: SessionManagerLayer<Store, PrivateCookie>,
+    remembered: RememberedSessions,
     security_headers: SecurityHeaders,
 ) -> Router<AppState> {
     Router::new()
@@ -48,10 +50,11 @@ pub(crate) fn routes(
         .route("/ready", get(health::ready))
         .route("/metrics", get(web::metrics::scrape))
         .route("/static/{name}", get(assets::serve))
-        .layer(middleware::UnlessBearerProxyCall(
+        .layer(middleware::SessionLayers::new(
             ServiceBuilder::new()
                 .layer(from_fn(middleware::answer_store_failures))
                 .layer(session_layer),
+            remembered,
         ))
         .layer(web::security::layer(security_headers))
         .layer(telemetry::Track::new(state.clone()))

@@ -112,6 +112,20 @@ impl std::fmt::Debug for AccessGrant {
     }
 }
 
+#[cfg(test)]
+impl AccessGrant {
+    /// A grant of the operator's consumer with made-up tokens.
+    pub(crate) fn for_tests() -> Self {
+        Self {
+            token: "access".to_owned(),
+            secret: Secret::new("access-secret"),
+            consumer: Consumer::Operator,
+            user: None,
+            expiration_date: None,
+        }
+    }
+}
+
 impl AccessGrant {
     /// The access token as signing credentials.
     pub fn token_credentials(&self) -> Credentials {

@@ -3,21 +3,26 @@
 
 mod backend;
 mod memory;
+mod recent;
 mod redis;
 mod sealed;
 mod store;
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
 use rand::RngCore as _;
 use sha2::{Digest as _, Sha512};
-use tower_sessions::cookie::{Key, SameSite};
+use tower_sessions::cookie::{Cookie, CookieJar, Key, SameSite};
+use tower_sessions::session::Id;
 use tower_sessions::{Expiry, Session, SessionManagerLayer, SessionStore};
 
 pub use backend::{Backend, SetInsert, SetKey};
 pub use memory::MemoryStore;
+pub use recent::{RECENT_SESSION_TTL, RecentSessions, SessionKey};
 pub use redis::{
     KEY_PREFIX as REDIS_KEY_PREFIX, LIST_PREFIX as REDIS_LIST_PREFIX, RedisSetupError, RedisStore,
     SET_PREFIX as REDIS_SET_PREFIX,
@@ -148,30 +153,49 @@ impl AppSession {
     /// The access grant of a logged-in session; using it keeps the session
     /// alive.
     pub async fn access(&self) -> Result<Option<AccessGrant>, SessionError> {
-        let grant = self.0.get(GRANT_KEY).await?;
-        if grant.is_some() {
-            self.keep_alive().await?;
-        }
-        Ok(grant)
+        Ok(self.access_and_keep_alive().await?.map(|(grant, _)| grant))
+    }
+
+    /// Like [`Self::access`], with how long the session may go on being
+    /// used before its next keep-alive is due: until then, its use need not
+    /// reach the store.
+    pub async fn access_and_keep_alive(
+        &self,
+    ) -> Result<Option<(AccessGrant, Duration)>, SessionError> {
+        let Some(grant) = self.0.get(GRANT_KEY).await? else {
+            return Ok(None);
+        };
+        let due_in = self.keep_alive().await?;
+        Ok(Some((grant, due_in)))
     }
 
     /// The session layer saves a session, and so moves its inactivity
     /// expiry (the Redis TTL), only when the session changed: reading is not
     /// activity to it. An active session is changed once per period (a
     /// minute, or half the idle time when shorter), so it lasts while it is
-    /// used, for one store write a minute.
-    async fn keep_alive(&self) -> Result<(), SessionError> {
+    /// used, for one store write a minute. Returns the time until the next
+    /// change is due.
+    async fn keep_alive(&self) -> Result<Duration, SessionError> {
         let Some(Expiry::OnInactivity(idle)) = self.0.expiry() else {
-            return Ok(());
+            return Ok(Duration::MAX);
         };
         let half: time::Duration = idle / 2;
         let period = half.min(KEEP_ALIVE_PERIOD).whole_seconds();
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let touched: Option<i64> = self.0.get(TOUCHED_KEY).await?;
+        let mut touched: Option<i64> = self.0.get(TOUCHED_KEY).await?;
         if touched.is_none_or(|at| now - at >= period) {
             self.0.insert(TOUCHED_KEY, now).await?;
+            touched = Some(now);
         }
-        Ok(())
+        let due_at = touched.unwrap_or(now).saturating_add(period);
+        Ok(Duration::from_secs(
+            u64::try_from(due_at.saturating_sub(now)).unwrap_or(0),
+        ))
+    }
+
+    /// The session's id, once it has one (after its first write or load).
+    pub fn id(&self) -> Option<Id> {
+        self.0.id()
     }
 
     /// Ends the session: the record is deleted and the cookie cleared.
@@ -213,14 +237,94 @@ pub(crate) fn cookie_name(config: &Config) -> &'static str {
     }
 }
 
+/// The session cookie: its name and the key that encrypts it, shared by the
+/// session layer and the look-up of remembered sessions (the key is random
+/// per process without `SESSION_KEY`, so it is made once).
+#[derive(Clone)]
+pub struct SessionCookie {
+    name: &'static str,
+    key: Key,
+}
+
+impl std::fmt::Debug for SessionCookie {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionCookie")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionCookie {
+    /// The cookie `config` asks for.
+    pub fn new(config: &Config) -> Self {
+        Self {
+            name: cookie_name(config),
+            key: derived_key(config, "cookie"),
+        }
+    }
+
+    /// The session id that the request's cookie holds, if it opens. Reads
+    /// the cookies as the session layer does: of several with our name, the
+    /// last one counts.
+    pub fn session_id(&self, headers: &HeaderMap) -> Option<Id> {
+        // Only our cookie's value is decoded (the session layer's parser
+        // reads every cookie's attributes and decodes them all).
+        let sealed = headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(';'))
+            .filter_map(|pair| pair.split_once('='))
+            .rfind(|(name, _)| name.trim() == self.name)?
+            .1;
+        let sealed = percent_encoding::percent_decode_str(sealed.trim())
+            .decode_utf8()
+            .ok()?;
+        let opened = CookieJar::new()
+            .private(&self.key)
+            .decrypt(Cookie::new(self.name, sealed.into_owned()))?;
+        opened.value().parse().ok()
+    }
+}
+
+/// Finds the grant of a request's session among those this instance read
+/// lately (see [`RecentSessions`]), from its cookie alone: no store read, no
+/// record to decrypt or parse. One `Arc`, as the router clones its services
+/// for every request.
+#[derive(Clone, Debug)]
+pub struct RememberedSessions(Arc<Remembering>);
+
+#[derive(Debug)]
+struct Remembering {
+    cookie: SessionCookie,
+    store: Store,
+}
+
+impl RememberedSessions {
+    /// The sessions of `store` whose cookie is `cookie`.
+    pub fn new(cookie: SessionCookie, store: Store) -> Self {
+        Self(Arc::new(Remembering { cookie, store }))
+    }
+
+    /// The grant of the request's session, if this instance read it lately.
+    pub fn grant(&self, headers: &HeaderMap) -> Option<Arc<AccessGrant>> {
+        let id = self.0.cookie.session_id(headers)?;
+        self.0
+            .store
+            .recent_sessions()
+            .get(&SessionKey::of(&id), Instant::now())
+    }
+}
+
 /// The session layer over `store`, with the cookie settings the login needs.
 pub(crate) fn layer<S: SessionStore + Clone>(
     store: S,
     config: &Config,
+    cookie: &SessionCookie,
 ) -> SessionManagerLayer<S, tower_sessions::service::PrivateCookie> {
     let idle = time::Duration::seconds(i64::try_from(config.session_idle_secs).unwrap_or(i64::MAX));
     SessionManagerLayer::new(store)
-        .with_name(cookie_name(config))
+        .with_name(cookie.name)
         .with_http_only(true)
         // Lax, not Strict: the API's redirect back to /callback is a
         // cross-site top-level navigation that must carry the cookie.
@@ -228,7 +332,7 @@ pub(crate) fn layer<S: SessionStore + Clone>(
         .with_path("/")
         .with_secure(config.secure_cookies())
         .with_expiry(Expiry::OnInactivity(idle))
-        .with_private(derived_key(config, "cookie"))
+        .with_private(cookie.key.clone())
 }
 
 /// The store `config` asks for: Redis when `REDIS_URL` is set, else memory
@@ -249,4 +353,70 @@ pub(crate) async fn store(config: &Config) -> Result<Store, RedisSetupError> {
     let memory = MemoryStore::default();
     tokio::spawn(memory.clone().sweep_expired_every(EXPIRED_SWEEP_PERIOD));
     Ok(Store::in_memory(memory, &key))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    /// The `Cookie` header a browser sends back for session `id`, sealed as
+    /// the session layer seals it (and sets it: not percent-encoded).
+    fn sealed_cookie(cookie: &SessionCookie, id: Id) -> String {
+        let mut jar = CookieJar::new();
+        jar.private_mut(&cookie.key)
+            .add(Cookie::new(cookie.name, id.to_string()));
+        let sealed = jar
+            .get(cookie.name)
+            .map(|c| format!("{}={}", c.name(), c.value()));
+        sealed.unwrap_or_else(|| panic!("the jar holds the cookie"))
+    }
+
+    fn headers(cookies: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in cookies {
+            let value = HeaderValue::from_str(value).unwrap_or_else(|e| panic!("{e}"));
+            headers.append(header::COOKIE, value);
+        }
+        headers
+    }
+
+    #[test]
+    fn the_session_id_is_read_from_our_sealed_cookie_only() {
+        let config = Config::from_args(["test"]).unwrap_or_else(|e| panic!("{e}"));
+        let cookie = SessionCookie::new(&config);
+        let other_key = SessionCookie::new(&config);
+        let (id, later) = (Id(42), Id(43));
+        let ours = sealed_cookie(&cookie, id);
+
+        assert_eq!(
+            cookie.session_id(&headers(&[&format!("theme=dark; {ours}")])),
+            Some(id)
+        );
+        assert_eq!(
+            cookie.session_id(&headers(&[&ours, &sealed_cookie(&cookie, later)])),
+            Some(later),
+            "the last one counts, as for the session layer"
+        );
+        assert_eq!(cookie.session_id(&headers(&[])), None);
+        assert_eq!(
+            cookie.session_id(&headers(&[&format!("{}={}", cookie.name, id)])),
+            None,
+            "an unsealed id"
+        );
+        assert_eq!(
+            other_key.session_id(&headers(&[&ours])),
+            None,
+            "sealed with another key"
+        );
+        let percent_encoded = ours.replace('+', "%2B").replace('/', "%2F");
+        assert_eq!(
+            cookie.session_id(&headers(&[&percent_encoded])),
+            Some(id),
+            "decoded as the session layer decodes it"
+        );
+        let altered = ours.replacen('=', "=A", 1);
+        assert_eq!(cookie.session_id(&headers(&[&altered])), None);
+    }
 }

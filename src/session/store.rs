@@ -15,6 +15,7 @@ use tower_sessions::session_store::{self, SessionStore};
 
 use super::backend::{Backend, SetInsert, SetKey};
 use super::memory::MemoryStore;
+use super::recent::{RecentSessions, SessionKey};
 use super::sealed::{Sealer, SealingKey};
 
 /// A cheap handle on the configured backend (memory or Redis).
@@ -22,6 +23,9 @@ use super::sealed::{Sealer, SealingKey};
 pub struct Store {
     backend: Arc<dyn Backend>,
     sealer: Arc<Sealer>,
+    /// The logged-in sessions this instance read lately; a session deleted
+    /// here is forgotten there at once.
+    recent_sessions: Arc<RecentSessions>,
     /// The embedded backend, when that is the one: tests and operators can
     /// count what it holds.
     memory: Option<MemoryStore>,
@@ -33,6 +37,7 @@ impl Store {
         Self {
             backend: Arc::new(backend),
             sealer: Arc::new(Sealer::new(key)),
+            recent_sessions: Arc::default(),
             memory: None,
         }
     }
@@ -43,6 +48,11 @@ impl Store {
             memory: Some(memory.clone()),
             ..Self::new(memory, key)
         }
+    }
+
+    /// The logged-in sessions this instance read lately.
+    pub fn recent_sessions(&self) -> &RecentSessions {
+        &self.recent_sessions
     }
 
     /// How many records and sets the embedded store holds; `None` for
@@ -221,7 +231,12 @@ impl SessionStore for Store {
         self.load_record(id).await
     }
 
+    /// A logout, or a login cycling the id: also forgotten by this
+    /// instance's remembered sessions once the record is gone (so that no
+    /// read made before then is remembered after), even if the store failed.
     async fn delete(&self, id: &Id) -> session_store::Result<()> {
-        self.delete_record(id).await
+        let deleted = self.delete_record(id).await;
+        self.recent_sessions.forget(&SessionKey::of(id));
+        deleted
     }
 }

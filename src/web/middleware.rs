@@ -6,41 +6,62 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse as _, Response};
 
-use crate::auth::AuthError;
+use crate::auth::{AuthError, RememberedGrant};
 use crate::error::store_unavailable_page;
-use crate::session::watch_failures;
+use crate::session::{RememberedSessions, watch_failures};
 
-/// Applies the session layers (`L`) to every request but bearer calls to
-/// the proxy, which are judged on their token alone (see
-/// [`crate::auth::Caller`]): for those, making and dropping a session that
-/// nothing reads cost several percent of the proxy's CPU time.
+/// Paths of the proxy and of the relays: they serve programs, who are
+/// judged by [`crate::auth::Caller`] alone.
+const CALLER_PREFIXES: [&str; 2] = ["/api/", "/ws/"];
+
+/// Applies the session layers (`L`) to the requests that need them, which
+/// is all but the proxy's and the relays' when:
+/// - they bring `Authorization`: they are judged on their token alone (see
+///   [`crate::auth::Caller`]), and making and dropping a session that
+///   nothing reads cost several percent of the proxy's CPU time;
+/// - their cookie is that of a session this instance read lately: its grant
+///   goes to `Caller` as a [`RememberedGrant`], so that a page's calls cost
+///   no store read, no decryption of the record and no JSON.
 #[derive(Clone, Debug)]
-pub struct UnlessBearerProxyCall<L>(pub L);
+pub struct SessionLayers<L> {
+    layers: L,
+    remembered: RememberedSessions,
+}
 
-impl<L, S> tower::Layer<S> for UnlessBearerProxyCall<L>
+impl<L> SessionLayers<L> {
+    /// `layers` where they are needed; `remembered` finds the sessions read
+    /// lately.
+    pub fn new(layers: L, remembered: RememberedSessions) -> Self {
+        Self { layers, remembered }
+    }
+}
+
+impl<L, S> tower::Layer<S> for SessionLayers<L>
 where
     L: tower::Layer<S>,
     S: Clone,
 {
-    type Service = UnlessBearerProxyCallService<S, L::Service>;
+    type Service = SessionLayersService<S, L::Service>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        UnlessBearerProxyCallService {
+        SessionLayersService {
             plain: inner.clone(),
-            layered: self.0.layer(inner),
+            layered: self.layers.layer(inner),
+            remembered: self.remembered.clone(),
         }
     }
 }
 
-/// The service of [`UnlessBearerProxyCall`]: the inner service, plain or
-/// wrapped in the session layers.
+/// The service of [`SessionLayers`]: the inner service, plain or wrapped in
+/// the session layers.
 #[derive(Clone, Debug)]
-pub struct UnlessBearerProxyCallService<S, T> {
+pub struct SessionLayersService<S, T> {
     plain: S,
     layered: T,
+    remembered: RememberedSessions,
 }
 
-impl<S, T> tower::Service<Request> for UnlessBearerProxyCallService<S, T>
+impl<S, T> tower::Service<Request> for SessionLayersService<S, T>
 where
     S: tower::Service<Request>,
     T: tower::Service<Request, Response = S::Response, Error = S::Error>,
@@ -57,16 +78,35 @@ where
         self.layered.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request) -> Self::Future {
-        let bearer_proxy_call = request
-            .uri()
-            .path()
-            .starts_with(crate::proxy::target::PREFIX)
-            && request.headers().contains_key(header::AUTHORIZATION);
-        if bearer_proxy_call {
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        if self.goes_around(&mut request) {
             futures_util::future::Either::Left(self.plain.call(request))
         } else {
             futures_util::future::Either::Right(self.layered.call(request))
+        }
+    }
+}
+
+impl<S, T> SessionLayersService<S, T> {
+    /// Whether `request` goes around the session layers; a remembered grant
+    /// goes with it.
+    fn goes_around(&self, request: &mut Request) -> bool {
+        let path = request.uri().path();
+        if !CALLER_PREFIXES
+            .iter()
+            .any(|prefix| path.starts_with(prefix))
+        {
+            return false;
+        }
+        if request.headers().contains_key(header::AUTHORIZATION) {
+            return true;
+        }
+        match self.remembered.grant(request.headers()) {
+            Some(grant) => {
+                request.extensions_mut().insert(RememberedGrant(grant));
+                true
+            }
+            None => false,
         }
     }
 }
@@ -107,7 +147,7 @@ mod tests {
 
     use super::*;
     use crate::config::Config;
-    use crate::session::{Backend, SealingKey, SetInsert, SetKey, Store, layer};
+    use crate::session::{Backend, SealingKey, SessionCookie, SetInsert, SetKey, Store, layer};
 
     /// A backend that reads nothing and cannot write: the store going away
     /// between a handler's reads and the session layer's save.
@@ -191,7 +231,7 @@ mod tests {
                     "saved?"
                 }),
             )
-            .layer(layer(store, &config));
+            .layer(layer(store, &config, &SessionCookie::new(&config)));
         if with_middleware {
             router = router.layer(axum::middleware::from_fn(answer_store_failures));
         }
@@ -215,16 +255,21 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn only_bearer_proxy_calls_go_around_the_session_layer() {
+    async fn bearer_calls_to_the_proxy_and_relays_go_around_the_session_layer() {
         let config = Config::from_args(["test"]).unwrap_or_else(|e| panic!("{e}"));
         let store = Store::new(WriteFails, &SealingKey::random());
+        let cookie = SessionCookie::new(&config);
         let has_session = |request: Request| async move {
             request.extensions().get::<Session>().is_some().to_string()
         };
         let router = Router::new()
             .route("/api/{*path}", get(has_session))
+            .route("/ws/events", get(has_session))
             .route("/page", get(has_session))
-            .layer(UnlessBearerProxyCall(layer(store, &config)));
+            .layer(SessionLayers::new(
+                layer(store.clone(), &config, &cookie),
+                RememberedSessions::new(cookie, store),
+            ));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .unwrap_or_else(|e| panic!("{e}"));
@@ -235,7 +280,9 @@ mod tests {
         let mut seen = Vec::new();
         for (path, bearer) in [
             ("/api/v2/self", true),
+            ("/ws/events", true),
             ("/api/v2/self", false),
+            ("/ws/events", false),
             ("/page", true),
         ] {
             let mut request = client.get(format!("http://{addr}{path}"));
@@ -246,7 +293,7 @@ mod tests {
             seen.push(answer.text().await.unwrap_or_default());
         }
 
-        assert_eq!(seen, ["false", "true", "true"]);
+        assert_eq!(seen, ["false", "false", "true", "true", "true"]);
     }
 
     #[tokio::test]

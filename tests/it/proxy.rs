@@ -631,3 +631,19 @@ async fn form_bodies_over_the_limit_get_413_and_are_not_sent() {
     .await;
     assert_eq!(got["body_sha256"], sha256_hex(big_json.as_bytes()));
 }
+
+#[tokio::test]
+async fn a_session_ended_here_is_refused_by_the_proxy_at_once() {
+    // Arrange: the proxy has just served the session, so remembers it.
+    let app = TestApp::spawn().await;
+    let (browser, cookie) = app.logged_in_browser_and_cookie().await;
+    for _ in 0..3 {
+        assert_eq!(app.cookie_status(&cookie).await, StatusCode::OK);
+    }
+
+    // Act
+    app.log_out(&browser).await;
+
+    // Assert
+    assert_eq!(app.cookie_status(&cookie).await, StatusCode::UNAUTHORIZED);
+}

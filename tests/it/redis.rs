@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use oauth_consumer_server::session::RECENT_SESSION_TTL;
 use reqwest::{Client, Response, StatusCode, header};
 use serde_json::{Value, json};
 
@@ -21,6 +22,23 @@ const SETTLE_BOUND: Duration = Duration::from_secs(20);
 
 fn redis_options(redis: &RedisServer) -> Options {
     crate::support::redis::options(redis, &[])
+}
+
+/// [`redis_options`] with sessions that expire after `idle_secs` unused.
+fn redis_options_idle(redis: &RedisServer, idle_secs: &str) -> Options {
+    let mut options = redis_options(redis);
+    options
+        .extra_args
+        .extend(["--session-idle-secs".to_owned(), idle_secs.to_owned()]);
+    options
+}
+
+/// Asserts that Redis holds one record, a session whose TTL is at least
+/// `secs`: its expiry moved.
+async fn assert_one_session_with_ttl_at_least(redis: &RedisServer, secs: i64) {
+    let records = redis.records().await;
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert!(records[0].2 >= secs, "the TTL went back up: {records:?}");
 }
 
 /// What `/ready` answers: 503 while the store is unreachable.
@@ -189,11 +207,7 @@ async fn a_restarted_instance_keeps_sessions_and_tokens() {
 #[tokio::test]
 async fn expired_sessions_leave_no_key_in_redis() {
     let redis = RedisServer::start();
-    let mut options = redis_options(&redis);
-    options
-        .extra_args
-        .extend(["--session-idle-secs".to_owned(), "2".to_owned()]);
-    let app = TestApp::spawn_with(options).await;
+    let app = TestApp::spawn_with(redis_options_idle(&redis, "2")).await;
     let client = app.logged_in_browser().await;
 
     let records = redis.records().await;
@@ -214,11 +228,7 @@ async fn expired_sessions_leave_no_key_in_redis() {
 #[tokio::test]
 async fn a_session_in_use_outlives_its_idle_time() {
     let redis = RedisServer::start();
-    let mut options = redis_options(&redis);
-    options
-        .extra_args
-        .extend(["--session-idle-secs".to_owned(), "4".to_owned()]);
-    let app = TestApp::spawn_with(options).await;
+    let app = TestApp::spawn_with(redis_options_idle(&redis, "4")).await;
     let client = app.logged_in_browser().await;
 
     // Used every 2.5 s (more than half the idle time), for longer than the
@@ -226,10 +236,54 @@ async fn a_session_in_use_outlives_its_idle_time() {
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(2_500)).await;
         assert!(is_logged_in(&app, &client).await);
-        let records = redis.records().await;
-        assert_eq!(records.len(), 1, "{records:?}");
-        assert!(records[0].2 >= 3, "the TTL went back up: {records:?}");
+        assert_one_session_with_ttl_at_least(&redis, 3).await;
     }
+}
+
+#[tokio::test]
+async fn a_session_used_only_through_the_proxy_outlives_its_idle_time() {
+    let redis = RedisServer::start();
+    let app = TestApp::spawn_with(redis_options_idle(&redis, "4")).await;
+    let client = app.logged_in_browser().await;
+
+    // A page's script calling the proxy every half second, for longer than
+    // the idle time (its browser takes the refreshed cookie from those
+    // answers); nothing else uses the session.
+    for _ in 0..14 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(api_status_with_cookie(&app, &client).await, StatusCode::OK);
+    }
+
+    assert_one_session_with_ttl_at_least(&redis, 2).await;
+    assert!(is_logged_in(&app, &client).await);
+}
+
+#[tokio::test]
+async fn a_logout_ends_the_session_at_once_on_its_instance_and_within_the_ttl_on_others() {
+    // Arrange: both instances have just served the session through the
+    // proxy, so both remember it.
+    let redis = RedisServer::start();
+    let a = TestApp::spawn_with(redis_options(&redis)).await;
+    let b = a.spawn_beside(redis_options(&redis)).await;
+    let (client, cookie) = a.logged_in_browser_and_cookie().await;
+    assert_eq!(a.cookie_status(&cookie).await, StatusCode::OK);
+    assert_eq!(b.cookie_status(&cookie).await, StatusCode::OK);
+
+    // Act
+    a.log_out(&client).await;
+
+    // Assert
+    assert_eq!(
+        a.cookie_status(&cookie).await,
+        StatusCode::UNAUTHORIZED,
+        "at once where the logout happened"
+    );
+    tokio::time::sleep(RECENT_SESSION_TTL).await;
+    assert_eq!(
+        b.cookie_status(&cookie).await,
+        StatusCode::UNAUTHORIZED,
+        "on another instance once what it remembers is stale"
+    );
 }
 
 #[tokio::test]

@@ -388,6 +388,18 @@ impl TestApp {
         response.text().await.expect("the metrics")
     }
 
+    /// What `GET /api/v2/self` answers a page's script whose browser sends
+    /// `cookie` (a `Cookie` header value), even after the browser dropped it.
+    pub async fn cookie_status(&self, cookie: &str) -> StatusCode {
+        service_client()
+            .get(self.at("/api/v2/self"))
+            .header(reqwest::header::COOKIE, cookie)
+            .send()
+            .await
+            .expect("GET /api/v2/self with a session cookie")
+            .status()
+    }
+
     /// Logs `client` out with the logout form.
     pub async fn log_out(&self, client: &Client) {
         let csrf = self.csrf(client).await;
