@@ -46,6 +46,18 @@ pub(crate) struct Caller {
 #[derive(Clone, Debug)]
 pub(crate) struct RememberedGrant(pub(crate) Arc<AccessGrant>);
 
+/// The id of a remembered session, for what must check later that it still
+/// lives (an open relay). Its `Debug` shows nothing: the id is the
+/// browser's credential.
+#[derive(Clone)]
+pub(crate) struct RememberedSessionId(pub(crate) tower_sessions::session::Id);
+
+impl std::fmt::Debug for RememberedSessionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RememberedSessionId([redacted])")
+    }
+}
+
 /// Why a caller was turned away. Answers JSON: these routes serve programs.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum AuthError {

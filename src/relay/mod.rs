@@ -152,7 +152,7 @@ pub(crate) async fn logs(
 /// address and the browser's session, when there is one.
 pub(crate) struct Seen {
     client: Option<std::net::IpAddr>,
-    session: Option<Session>,
+    session: Option<Id>,
 }
 
 impl<S: Sync> axum::extract::FromRequestParts<S> for Seen {
@@ -164,7 +164,18 @@ impl<S: Sync> axum::extract::FromRequestParts<S> for Seen {
     ) -> Result<Self, Self::Rejection> {
         Ok(Self {
             client: parts.extensions.get::<ClientInfo>().map(|client| client.ip),
-            session: parts.extensions.get::<Session>().cloned(),
+            // The session layer's session, or the one a remembered grant
+            // came from (the layer was gone around).
+            session: parts
+                .extensions
+                .get::<Session>()
+                .and_then(Session::id)
+                .or_else(|| {
+                    parts
+                        .extensions
+                        .get::<crate::auth::RememberedSessionId>()
+                        .map(|remembered| remembered.0)
+                }),
         })
     }
 }
@@ -188,8 +199,8 @@ enum Holder {
 }
 
 impl Holder {
-    fn of(state: &AppState, caller: &Caller, session: Option<Session>) -> Self {
-        match (&caller.credential, session.and_then(|session| session.id())) {
+    fn of(state: &AppState, caller: &Caller, session: Option<Id>) -> Self {
+        match (&caller.credential, session) {
             (Credential::ProxyToken(token), _) => Self::ProxyToken {
                 tokens: Arc::clone(&state.tokens),
                 token: Arc::clone(token),

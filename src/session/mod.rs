@@ -306,13 +306,16 @@ impl RememberedSessions {
         Self(Arc::new(Remembering { cookie, store }))
     }
 
-    /// The grant of the request's session, if this instance read it lately.
-    pub fn grant(&self, headers: &HeaderMap) -> Option<Arc<AccessGrant>> {
+    /// The request's session id and grant, if this instance read that
+    /// session lately.
+    pub fn grant(&self, headers: &HeaderMap) -> Option<(Id, Arc<AccessGrant>)> {
         let id = self.0.cookie.session_id(headers)?;
-        self.0
+        let grant = self
+            .0
             .store
             .recent_sessions()
-            .get(&SessionKey::of(&id), Instant::now())
+            .get(&SessionKey::of(&id), Instant::now())?;
+        Some((id, grant))
     }
 }
 

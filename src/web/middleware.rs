@@ -6,7 +6,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse as _, Response};
 
-use crate::auth::{AuthError, RememberedGrant};
+use crate::auth::{AuthError, RememberedGrant, RememberedSessionId};
 use crate::error::store_unavailable_page;
 use crate::session::{RememberedSessions, watch_failures};
 
@@ -102,8 +102,10 @@ impl<S, T> SessionLayersService<S, T> {
             return true;
         }
         match self.remembered.grant(request.headers()) {
-            Some(grant) => {
+            Some((id, grant)) => {
                 request.extensions_mut().insert(RememberedGrant(grant));
+                // For the relays, which keep checking that it lives.
+                request.extensions_mut().insert(RememberedSessionId(id));
                 true
             }
             None => false,
