@@ -10,7 +10,8 @@
 # ours/nginx of each round and their medians, and the server's RSS.
 #
 # PIN=1 is the one-core arrangement: our server and nginx (1 worker) on
-# cpu0, wrk, the stub and the latency probe on cpu1. It then also measures
+# cpu0, wrk, the stub and the latency probe on cpu1 (SERVER_CPU and LOAD_CPU
+# choose other cores). It then also measures
 # the p99 latency at half of our rate (examples/bench_load.rs, open loop)
 # against the stub called directly at the same rate.
 #
@@ -18,6 +19,7 @@
 #        PIN=1 bash bench/proxy.sh  (THREADS=1 CONNECTIONS=64 ROUNDS=5)
 #        TARGETS="nginx cookie" bash bench/proxy.sh   (a subset, while iterating)
 #        LATENCY=0 PIN=1 bash bench/proxy.sh          (rates only)
+#        OURS_BINARY=/path/to/oauth-consumer-server bash bench/proxy.sh  (another build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,8 +29,8 @@ if [ "$PIN" = 1 ]; then
   CONNECTIONS=${CONNECTIONS:-64}
   ROUNDS=${ROUNDS:-5}
   LATENCY=${LATENCY:-1}
-  server_cpu=(taskset -c 0)
-  load_cpu=(taskset -c 1)
+  server_cpu=(taskset -c "${SERVER_CPU:-0}")
+  load_cpu=(taskset -c "${LOAD_CPU:-1}")
   nginx_workers=1
 else
   THREADS=${THREADS:-2}
@@ -44,6 +46,7 @@ STUB_PORT=${STUB_PORT:-18181}
 NGINX_PORT=${NGINX_PORT:-18182}
 OURS_PORT=${OURS_PORT:-18183}
 PATH_UNDER_TEST=/v2/self
+OURS_BINARY=${OURS_BINARY:-target/release/oauth-consumer-server}
 
 for tool in wrk nginx curl taskset; do
   command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install wrk nginx-light curl util-linux)" >&2; exit 1; }
@@ -108,7 +111,7 @@ pids+=("$nginx_pid")
 
 # Ours, with an operator consumer (the stub accepts any). RUST_LOG=warn
 # drops the per-request log line, as `access_log off` does for nginx.
-RUST_LOG=warn "${server_cpu[@]}" target/release/oauth-consumer-server \
+RUST_LOG=warn "${server_cpu[@]}" "$OURS_BINARY" \
   --host 127.0.0.1 --port "$OURS_PORT" \
   --app-url "http://127.0.0.1:$OURS_PORT/" \
   --api-host "http://127.0.0.1:$STUB_PORT" \
@@ -196,7 +199,7 @@ ratios_by_round() {
 }
 
 if [ "$PIN" = 1 ]; then
-  echo "one-core arrangement: ours and nginx (1 worker) on cpu0; wrk, the stub and the latency probe on cpu1"
+  echo "one-core arrangement: ours and nginx (1 worker) on cpu${SERVER_CPU:-0}; wrk, the stub and the latency probe on cpu${LOAD_CPU:-1}"
 fi
 echo "wrk: $THREADS threads, $CONNECTIONS connections, $DURATION each; GET $PATH_UNDER_TEST; $(nproc --all) cores"
 echo "cookie: ours with the session cookie; bearer: ours with a proxy token"

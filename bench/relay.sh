@@ -6,8 +6,9 @@
 #   PIN=1 bash bench/relay.sh [MESSAGES] [IDLE_COUNTS]
 #
 # PIN=1 is the one-core arrangement: the relay (our server) on cpu0, the
-# stub and the client on cpu1, with 1 KiB messages. MESSAGE_BYTES sets the
-# flood's message size (200 by default, 1024 with PIN=1).
+# stub and the client on cpu1 (SERVER_CPU and LOAD_CPU choose other cores),
+# with 1 KiB messages. MESSAGE_BYTES sets the flood's message size (200 by
+# default, 1024 with PIN=1).
 #
 # Defaults: a 200,000-message flood; idle relays at 1000 and 9900 (10,000
 # relays need 20,000 sockets in the server, past a 20,000 open-files hard
@@ -18,8 +19,8 @@ cd "$(dirname "$0")/.."
 PIN=${PIN:-0}
 if [ "$PIN" = 1 ]; then
   export MESSAGE_BYTES=${MESSAGE_BYTES:-1024}
-  server_cpu=(taskset -c 0)
-  load_cpu=(taskset -c 1)
+  server_cpu=(taskset -c "${SERVER_CPU:-0}")
+  load_cpu=(taskset -c "${LOAD_CPU:-1}")
 else
   export MESSAGE_BYTES=${MESSAGE_BYTES:-200}
   server_cpu=()
@@ -56,7 +57,7 @@ for _ in $(seq 50); do
 done
 
 if [ "$PIN" = 1 ]; then
-  echo "one-core arrangement: the relay on cpu0; the stub and the client on cpu1"
+  echo "one-core arrangement: the relay on cpu${SERVER_CPU:-0}; the stub and the client on cpu${LOAD_CPU:-1}"
 fi
 "${load_cpu[@]}" target/release/examples/bench_relay run "http://127.0.0.1:$server_port" \
   "http://127.0.0.1:$stub_port" "$server_pid" "$messages" "$idle_counts"
