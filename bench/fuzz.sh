@@ -5,8 +5,8 @@
 #   bash bench/fuzz.sh SECONDS [TARGET…]
 #
 # RUNS=N stops each target after N executions instead, if it gets there
-# before SECONDS. TIMEOUT (seconds per input, 10) and RSS_LIMIT_MB (2048)
-# are passed to libFuzzer.
+# before SECONDS. TIMEOUT (seconds per input, 10), RSS_LIMIT_MB (2048) and
+# MAX_LEN (longest input, 4096) are passed to libFuzzer.
 #
 # Needs the nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz`).
 # Each target keeps its corpus in fuzz/corpus/TARGET (not committed) and
@@ -24,6 +24,7 @@ seconds=$1
 shift
 timeout_secs=${TIMEOUT:-10}
 rss_limit_mb=${RSS_LIMIT_MB:-2048}
+max_len=${MAX_LEN:-4096}
 
 if [ $# -gt 0 ]; then
   targets=("$@")
@@ -42,12 +43,13 @@ for target in "${targets[@]}"; do
   started=$SECONDS
   cargo +nightly fuzz run -O "$target" "corpus/$target" "seeds/$target" -- \
     -max_total_time="$seconds" ${RUNS:+-runs="$RUNS"} -timeout="$timeout_secs" \
-    -rss_limit_mb="$rss_limit_mb" -print_final_stats=1 >"$logs/$target" 2>&1 \
+    -rss_limit_mb="$rss_limit_mb" -max_len="$max_len" -print_final_stats=1 >"$logs/$target" 2>&1 \
     || { result=FAILED; status=1; }
   elapsed=$((SECONDS - started))
   # libFuzzer's last stats line: "stat::number_of_executed_units: N".
   executions=$(awk '/^stat::number_of_executed_units:/ { n = $2 } END { print n + 0 }' "$logs/$target")
-  printf '%-20s %12d executions %6ss  %s\n' "$target" "$executions" "$elapsed" "$result"
+  rate=$(awk '/^stat::average_exec_per_sec:/ { n = $2 } END { print n + 0 }' "$logs/$target")
+  printf '%-20s %12d executions %6ss %8d/s  %s\n' "$target" "$executions" "$elapsed" "$rate" "$result"
   if [ "$result" = FAILED ]; then
     grep -E 'ERROR|panicked|SUMMARY|Test unit written' "$logs/$target" | head -n 20 >&2 || true
   fi
