@@ -20,6 +20,9 @@
 #        TARGETS="nginx cookie" bash bench/proxy.sh   (a subset, while iterating)
 #        LATENCY=0 PIN=1 bash bench/proxy.sh          (rates only)
 #        OURS_BINARY=/path/to/oauth-consumer-server bash bench/proxy.sh  (another build)
+#        BASELINE_BINARY=/path/to/an/earlier/build PIN=1 bash bench/proxy.sh
+#          (also runs that build, as base-cookie and base-bearer, in the same
+#          alternating rounds, and prints ours/base by round: before and after)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -47,6 +50,8 @@ NGINX_PORT=${NGINX_PORT:-18182}
 OURS_PORT=${OURS_PORT:-18183}
 PATH_UNDER_TEST=/v2/self
 OURS_BINARY=${OURS_BINARY:-target/release/oauth-consumer-server}
+BASELINE_BINARY=${BASELINE_BINARY:-}
+BASELINE_PORT=${BASELINE_PORT:-18184}
 
 for tool in wrk nginx curl taskset; do
   command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install wrk nginx-light curl util-linux)" >&2; exit 1; }
@@ -109,49 +114,73 @@ EOF
 nginx_pid=$!
 pids+=("$nginx_pid")
 
-# Ours, with an operator consumer (the stub accepts any). RUST_LOG=warn
-# drops the per-request log line, as `access_log off` does for nginx.
-RUST_LOG=warn "${server_cpu[@]}" "$OURS_BINARY" \
-  --host 127.0.0.1 --port "$OURS_PORT" \
-  --app-url "http://127.0.0.1:$OURS_PORT/" \
-  --api-host "http://127.0.0.1:$STUB_PORT" \
-  --oauth-consumer-key bench-consumer --oauth-consumer-secret bench-consumer-secret \
-  --oauth-signature-method HMAC-SHA512 >"$work/ours.log" 2>&1 &
-ours_pid=$!
-pids+=("$ours_pid")
+# Starts build $1 of ours on port $2, logging to $3, with an operator
+# consumer (the stub accepts any); sets started_pid. RUST_LOG=warn drops the
+# per-request log line, as `access_log off` does for nginx.
+start_ours() {
+  RUST_LOG=warn "${server_cpu[@]}" "$1" \
+    --host 127.0.0.1 --port "$2" \
+    --app-url "http://127.0.0.1:$2/" \
+    --api-host "http://127.0.0.1:$STUB_PORT" \
+    --oauth-consumer-key bench-consumer --oauth-consumer-secret bench-consumer-secret \
+    --oauth-signature-method HMAC-SHA512 >"$3" 2>&1 &
+  started_pid=$!
+  pids+=("$started_pid")
+}
+
+# Logs in to ours at $1 through the real dance (the stub plays the API's
+# token endpoints; the authorize step is the browser's, so the script goes
+# straight to the callback), then creates a proxy token with the session;
+# sets cookie_header and bearer_header, and checks that both are proxied.
+log_in() {
+  local ours=$1 jar csrf authorize session token header status
+  jar=$(mktemp -p "$work")
+  csrf=$(curl -sf -c "$jar" -b "$jar" "$ours/login" | sed -n 's/.*name="csrf" value="\([^"]*\)".*/\1/p' | head -n1)
+  authorize=$(curl -sf -c "$jar" -b "$jar" -o /dev/null -w '%{redirect_url}' --data-urlencode "csrf=$csrf" "$ours/login")
+  case "$authorize" in
+    *"oauth_token=bench-request"*) ;;
+    *) echo "login did not reach the authorize step: $authorize" >&2; exit 1 ;;
+  esac
+  curl -sf -c "$jar" -b "$jar" -o /dev/null "$ours/callback?oauth_token=bench-request&oauth_verifier=bench-verifier"
+  session=$(awk '$6 == "ocs_session" { print $7 }' "$jar")
+  [ -n "$session" ] || { echo "no session cookie after the login" >&2; exit 1; }
+  cookie_header="Cookie: ocs_session=$session"
+  token=$(curl -sf -b "$jar" -H "Origin: $ours" -H 'Content-Type: application/json' \
+    -d '{"name":"bench"}' "$ours/tokens" | sed -n 's/.*"token":"\([^"]*\)".*/\1/p')
+  [ -n "$token" ] || { echo "could not create a proxy token" >&2; exit 1; }
+  bearer_header="Authorization: Bearer $token"
+  for header in "$cookie_header" "$bearer_header"; do
+    status=$(curl -s -o /dev/null -w '%{http_code}' -H "$header" "$ours/api$PATH_UNDER_TEST")
+    [ "$status" = 200 ] || { echo "the proxy answered $status" >&2; exit 1; }
+  done
+}
+
+start_ours "$OURS_BINARY" "$OURS_PORT" "$work/ours.log"
+ours_pid=$started_pid
+if [ -n "$BASELINE_BINARY" ]; then
+  start_ours "$BASELINE_BINARY" "$BASELINE_PORT" "$work/base.log"
+  base_pid=$started_pid
+fi
 
 wait_for "$STUB_PORT" /
 wait_for "$NGINX_PORT" /
 wait_for "$OURS_PORT" /health
+[ -z "$BASELINE_BINARY" ] || wait_for "$BASELINE_PORT" /health
 
-# Log in through the real dance (the stub plays the API's token endpoints;
-# the authorize step is the browser's, so the script goes straight to the
-# callback), then create a proxy token with the session.
 ours="http://127.0.0.1:$OURS_PORT"
-jar="$work/cookies"
-csrf=$(curl -sf -c "$jar" -b "$jar" "$ours/login" | sed -n 's/.*name="csrf" value="\([^"]*\)".*/\1/p' | head -n1)
-authorize=$(curl -sf -c "$jar" -b "$jar" -o /dev/null -w '%{redirect_url}' --data-urlencode "csrf=$csrf" "$ours/login")
-case "$authorize" in
-  *"oauth_token=bench-request"*) ;;
-  *) echo "login did not reach the authorize step: $authorize" >&2; exit 1 ;;
-esac
-curl -sf -c "$jar" -b "$jar" -o /dev/null "$ours/callback?oauth_token=bench-request&oauth_verifier=bench-verifier"
-session=$(awk '$6 == "ocs_session" { print $7 }' "$jar")
-[ -n "$session" ] || { echo "no session cookie after the login" >&2; exit 1; }
-cookie_header="Cookie: ocs_session=$session"
-token=$(curl -sf -b "$jar" -H "Origin: $ours" -H 'Content-Type: application/json' \
-  -d '{"name":"bench"}' "$ours/tokens" | sed -n 's/.*"token":"\([^"]*\)".*/\1/p')
-[ -n "$token" ] || { echo "could not create a proxy token" >&2; exit 1; }
-bearer_header="Authorization: Bearer $token"
-for header in "$cookie_header" "$bearer_header"; do
-  status=$(curl -s -o /dev/null -w '%{http_code}' -H "$header" "$ours/api$PATH_UNDER_TEST")
-  [ "$status" = 200 ] || { echo "the proxy answered $status" >&2; exit 1; }
-done
+base="http://127.0.0.1:$BASELINE_PORT"
+if [ -n "$BASELINE_BINARY" ]; then
+  log_in "$base"
+  base_cookie_header=$cookie_header
+  base_bearer_header=$bearer_header
+fi
+log_in "$ours"
 
 # Resident memory of process $1, in MiB.
 rss_mib() { awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
 sleep 1
 idle_rss=$(rss_mib "$ours_pid")
+[ -z "$BASELINE_BINARY" ] || base_idle_rss=$(rss_mib "$base_pid")
 
 # CPU time (clock ticks, user + system) of process $1 and its children.
 cpu_ticks() {
@@ -181,7 +210,7 @@ load() {
     /^ +50%/ { p50 = $2 } /^ +75%/ { p75 = $2 } /^ +90%/ { p90 = $2 } /^ +99%/ { p99 = $2 }
     /^Requests\/sec:/ { rps = $2 }
     / requests in / { requests = $1 }
-    END { printf "%-7s %12s %9s %9s %9s %9s %12.1f\n", name, rps, p50, p75, p90, p99, ticks * 1e6 / hz / requests }
+    END { printf "%-11s %12s %9s %9s %9s %9s %12.1f\n", name, rps, p50, p75, p90, p99, ticks * 1e6 / hz / requests }
   ' <<<"$out"
 }
 
@@ -193,9 +222,14 @@ median() {
 # Column $2 of the rows of target $1 (from $rows).
 column_of() { awk -v name="$1" -v column="$2" '$1 == name { print $column }' <<<"$rows"; }
 
-# The ratio $1/nginx of each round, rounded, on one line.
+# The ratio $1/$2 of each round (the k-th row of $1 over the k-th of $2),
+# rounded, one a line.
 ratios_by_round() {
-  awk -v name="$1" '$1 == "nginx" { nginx = $2 } $1 == name && nginx { printf "%.2f\n", $2 / nginx }' <<<"$rows"
+  awk -v name="$1" -v reference="$2" '
+    $1 == reference { reference_rate[++references] = $2 }
+    $1 == name { rate[++names] = $2 }
+    END { for (k = 1; k <= names && k <= references; k++) printf "%.2f\n", rate[k] / reference_rate[k] }
+  ' <<<"$rows"
 }
 
 if [ "$PIN" = 1 ]; then
@@ -205,37 +239,49 @@ echo "wrk: $THREADS threads, $CONNECTIONS connections, $DURATION each; GET $PATH
 echo "cookie: ours with the session cookie; bearer: ours with a proxy token"
 echo "cpu/req: CPU time of the server under test (not of the stub behind it) per request"
 echo "the targets alternate for $ROUNDS rounds, so that other load on the machine falls on all"
-printf "%-7s %12s %9s %9s %9s %9s %12s\n" target "requests/s" p50 p75 p90 p99 "cpu/req (us)"
+printf "%-11s %12s %9s %9s %9s %9s %12s\n" target "requests/s" p50 p75 p90 p99 "cpu/req (us)"
 rows=""
+default_targets="direct nginx cookie bearer"
+[ -z "$BASELINE_BINARY" ] || default_targets+=" base-cookie base-bearer"
 for round in $(seq "$ROUNDS"); do
-  for target in ${TARGETS:-direct nginx cookie bearer}; do
+  for target in ${TARGETS:-$default_targets}; do
     row=""
     case $target in
       direct) [ "$round" = 1 ] && row=$(load direct "$stub_pid" "http://127.0.0.1:$STUB_PORT$PATH_UNDER_TEST") ;;
       nginx) row=$(load nginx "$nginx_pid" "http://127.0.0.1:$NGINX_PORT$PATH_UNDER_TEST") ;;
       cookie) row=$(load cookie "$ours_pid" "$ours/api$PATH_UNDER_TEST" -H "$cookie_header") ;;
       bearer) row=$(load bearer "$ours_pid" "$ours/api$PATH_UNDER_TEST" -H "$bearer_header") ;;
-      *) echo "unknown target $target (direct, nginx, cookie, bearer)" >&2; exit 1 ;;
+      base-cookie) row=$(load base-cookie "$base_pid" "$base/api$PATH_UNDER_TEST" -H "$base_cookie_header") ;;
+      base-bearer) row=$(load base-bearer "$base_pid" "$base/api$PATH_UNDER_TEST" -H "$base_bearer_header") ;;
+      *) echo "unknown target $target (direct, nginx, cookie, bearer, and base-cookie, base-bearer with BASELINE_BINARY)" >&2; exit 1 ;;
     esac
     [ -n "$row" ] && { echo "$row"; rows+="$row"$'\n'; }
   done
 done
 
 echo
-for target in nginx cookie bearer; do
+for target in nginx cookie bearer base-cookie base-bearer; do
   rates=$(column_of "$target" 2)
   [ -n "$rates" ] || continue
   echo "$target: median $(median <<<"$rates") requests/s, $(column_of "$target" 7 | median) us of CPU per request"
 done
 for target in cookie bearer; do
-  ratios=$(ratios_by_round "$target")
+  ratios=$(ratios_by_round "$target" nginx)
   [ -n "$ratios" ] || continue
   target_ratio=0.80
   [ "$target" = bearer ] && target_ratio=0.90
   echo "$target/nginx by round: $(tr '\n' ' ' <<<"$ratios")"
   echo "$target/nginx: $(median <<<"$ratios"), the median (target: $target_ratio or more)"
 done
+for target in cookie bearer; do
+  ratios=$(ratios_by_round "$target" "base-$target")
+  [ -n "$ratios" ] || continue
+  echo "$target/base-$target by round: $(tr '\n' ' ' <<<"$ratios")"
+  echo "$target/base-$target: $(median <<<"$ratios"), the median (after/before; 1.00 is no change)"
+  echo "$target/base-$target, CPU per request: $(column_of "$target" 7 | median) us after, $(column_of "base-$target" 7 | median) us before (medians)"
+done
 echo "ours, idle RSS after a login: $idle_rss MiB (target: 15 or less); after the runs: $(rss_mib "$ours_pid") MiB"
+[ -z "$BASELINE_BINARY" ] || echo "baseline, idle RSS after a login: $base_idle_rss MiB; after the runs: $(rss_mib "$base_pid") MiB"
 
 [ "$LATENCY" = 1 ] || exit 0
 

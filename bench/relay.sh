@@ -10,6 +10,10 @@
 # with 1 KiB messages. MESSAGE_BYTES sets the flood's message size (200 by
 # default, 1024 with PIN=1).
 #
+# OURS_BINARY runs another build of ours. BASELINE_BINARY also runs an
+# earlier build, in front of the same stub, and floods through it in the same
+# alternating rounds (relay / base: after / before).
+#
 # Defaults: a 200,000-message flood; idle relays at 1000 and 9900 (10,000
 # relays need 20,000 sockets in the server, past a 20,000 open-files hard
 # limit: set IDLE_COUNTS=1000,10000 where the limit allows).
@@ -31,6 +35,8 @@ idle_counts=${2:-1000,9900}
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 stub_port=${STUB_PORT:-$(free_port)}
 server_port=${SERVER_PORT:-$(free_port)}
+OURS_BINARY=${OURS_BINARY:-target/release/oauth-consumer-server}
+BASELINE_BINARY=${BASELINE_BINARY:-}
 
 # Each idle relay holds two sockets in the server, one in the client, one in the stub.
 ulimit -n "$(ulimit -Hn)"
@@ -43,18 +49,30 @@ trap cleanup EXIT
 
 "${load_cpu[@]}" target/release/examples/bench_relay stub "127.0.0.1:$stub_port" &
 pids+=($!)
-PORT=$server_port HOST=127.0.0.1 APP_URL="http://127.0.0.1:$server_port/" \
-  API_HOST="http://127.0.0.1:$stub_port" \
-  OAUTH_CONSUMER_KEY=bench OAUTH_CONSUMER_SECRET=bench-secret \
-  RELAY_MAX_PER_CALLER=100000 RELAYS_PER_OWNER=100000 MAX_CONNECTIONS=100000 RUST_LOG=warn \
-  "${server_cpu[@]}" target/release/oauth-consumer-server &
-server_pid=$!
-pids+=("$server_pid")
+# Starts build $1 of ours on port $2; sets started_pid.
+start_ours() {
+  PORT=$2 HOST=127.0.0.1 APP_URL="http://127.0.0.1:$2/" \
+    API_HOST="http://127.0.0.1:$stub_port" \
+    OAUTH_CONSUMER_KEY=bench OAUTH_CONSUMER_SECRET=bench-secret \
+    RELAY_MAX_PER_CALLER=100000 RELAYS_PER_OWNER=100000 MAX_CONNECTIONS=100000 RUST_LOG=warn \
+    "${server_cpu[@]}" "$1" &
+  started_pid=$!
+  pids+=("$started_pid")
+  for _ in $(seq 50); do
+    curl -fs "http://127.0.0.1:$2/health" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "nothing answers on port $2" >&2
+  exit 1
+}
 
-for _ in $(seq 50); do
-  curl -fs "http://127.0.0.1:$server_port/health" >/dev/null 2>&1 && break
-  sleep 0.1
-done
+start_ours "$OURS_BINARY" "$server_port"
+server_pid=$started_pid
+if [ -n "$BASELINE_BINARY" ]; then
+  base_port=$(free_port)
+  start_ours "$BASELINE_BINARY" "$base_port"
+  export BASELINE_SERVER="http://127.0.0.1:$base_port" BASELINE_PID=$started_pid
+fi
 
 if [ "$PIN" = 1 ]; then
   echo "one-core arrangement: the relay on cpu${SERVER_CPU:-0}; the stub and the client on cpu${LOAD_CPU:-1}"

@@ -13,6 +13,11 @@
 //!   bytes each, from the environment; 200 when unset), and the round-trip
 //!   latency of small messages (p50, p99), through the relay and straight
 //!   to the stub with the same client.
+//!
+//! With `BASELINE_SERVER` (a URL) and `BASELINE_PID` in the environment, the
+//! floods also go through that server (an earlier build, in front of the
+//! same stub), in the same alternating rounds, and the figure `relay / base`
+//! compares the two builds.
 
 use std::time::{Duration, Instant};
 
@@ -197,51 +202,78 @@ async fn run(
     drop(idle);
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    // Direct and relayed runs alternate, so that the machine's other load
-    // weighs on both alike; each round gives a ratio, and the median of
-    // those is the figure (a best-of would let one lucky round decide).
-    let mut rates = [Vec::new(), Vec::new()];
-    let mut server_cpu = Duration::ZERO;
+    let earlier_build = match (
+        std::env::var("BASELINE_SERVER"),
+        std::env::var("BASELINE_PID"),
+    ) {
+        (Ok(url), Ok(pid)) => {
+            let cookie = support::log_in(&url).await?;
+            let target = Target {
+                url: format!("{}/ws/events", url.replacen("http", "ws", 1)),
+                headers: vec![("cookie", cookie), ("origin", url.clone())],
+                sends_auth: false,
+            };
+            Some((target, pid.parse::<u32>().context("BASELINE_PID")?))
+        }
+        _ => None,
+    };
+    let mut targets = vec![
+        ("direct", &direct, None),
+        ("relay", &relayed, Some(server_pid)),
+    ];
+    if let Some((target, pid)) = &earlier_build {
+        targets.push(("base", target, Some(*pid)));
+    }
+
+    // The targets alternate, so that the machine's other load weighs on all
+    // alike; each round gives a ratio, and the median of those is the
+    // figure (a best-of would let one lucky round decide).
+    let mut rates = vec![Vec::new(); targets.len()];
+    let mut server_cpu = vec![Duration::ZERO; targets.len()];
     for _ in 0..ROUNDS {
-        for (index, target) in [&direct, &relayed].into_iter().enumerate() {
-            let cpu_before = cpu_time(server_pid)?;
+        for (index, (_, target, pid)) in targets.iter().enumerate() {
+            let cpu_before = pid.map(cpu_time).transpose()?;
             rates[index].push(flood_rate(target, messages, message_bytes).await?);
-            if index == 1 {
-                server_cpu += cpu_time(server_pid)?.saturating_sub(cpu_before);
+            if let (Some(pid), Some(before)) = (pid, cpu_before) {
+                server_cpu[index] += cpu_time(*pid)?.saturating_sub(before);
             }
         }
     }
-    let medians = rates.each_ref().map(|rates| median(rates.clone()));
-    for (index, (name, target)) in [("direct", &direct), ("relay", &relayed)]
-        .into_iter()
-        .enumerate()
-    {
+    for (index, (name, target, pid)) in targets.iter().enumerate() {
         let (p50, p99) = latency(target).await?;
         println!(
             "{name:>6}: {:>9.0} messages/s ({messages} x {message_bytes} B, median of {ROUNDS})  round trip p50 {p50:?}  p99 {p99:?}",
-            medians[index]
+            median(rates[index].clone())
         );
-    }
-    for (name, rates) in [("direct", &rates[0]), ("relay", &rates[1])] {
-        let millions: Vec<String> = rates
+        let millions: Vec<String> = rates[index]
             .iter()
             .map(|rate| format!("{:.2}", rate / 1e6))
             .collect();
         println!("{name:>6} rounds (M messages/s): {}", millions.join(" "));
+        if pid.is_some() {
+            println!(
+                "{name:>6}: server CPU per relayed message: {:.0} ns",
+                server_cpu[index].as_nanos() as f64 / (messages as f64 * ROUNDS as f64)
+            );
+        }
     }
-    println!(
-        "server CPU per relayed message: {:.0} ns",
-        server_cpu.as_nanos() as f64 / (messages as f64 * ROUNDS as f64)
-    );
-    let ratios: Vec<f64> = rates[1]
+    print_ratios("relay / direct", &rates[1], &rates[0]);
+    if earlier_build.is_some() {
+        print_ratios("relay / base", &rates[1], &rates[2]);
+    }
+    Ok(())
+}
+
+/// Prints the ratios of `rates` to `references`, round by round, and their median.
+fn print_ratios(name: &str, rates: &[f64], references: &[f64]) {
+    let ratios: Vec<f64> = rates
         .iter()
-        .zip(&rates[0])
-        .map(|(relayed, direct)| relayed / direct)
+        .zip(references)
+        .map(|(rate, reference)| rate / reference)
         .collect();
     let shown: Vec<String> = ratios.iter().map(|ratio| format!("{ratio:.2}")).collect();
-    println!("relay / direct by round: {}", shown.join(" "));
-    println!("relay / direct rate: {:.2}, the median", median(ratios));
-    Ok(())
+    println!("{name} by round: {}", shown.join(" "));
+    println!("{name} rate: {:.2}, the median", median(ratios));
 }
 
 /// The median of `values` (not empty).
