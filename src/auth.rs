@@ -141,13 +141,11 @@ impl FromRequestParts<AppState> for Caller {
                     status: refused.status().as_u16(),
                     client,
                 };
-                state
-                    .tokens
-                    .audit(&info, &grant.owner(), call, started.elapsed());
+                state.tokens.audit(&info, call, started.elapsed());
                 return Err(refused);
             }
             return Ok(Self {
-                grant: Arc::new(grant),
+                grant,
                 credential: Credential::ProxyToken(info),
             });
         }

@@ -219,7 +219,6 @@ pub(crate) async fn forward(
     };
     state.tokens.audit(
         &token,
-        &caller.grant.owner(),
         CallRecord {
             status: status.as_u16(),
             ..call

@@ -69,7 +69,7 @@ pub(super) struct Recent {
     /// sooner: a remembered token does not outlive its record.
     fresh_until: Instant,
     info: Arc<TokenInfo>,
-    grant: AccessGrant,
+    grant: Arc<AccessGrant>,
 }
 
 impl Recent {
@@ -77,7 +77,7 @@ impl Recent {
         checked_at: Instant,
         expiry_date: OffsetDateTime,
         info: Arc<TokenInfo>,
-        grant: AccessGrant,
+        grant: Arc<AccessGrant>,
     ) -> Self {
         // Converted once here, so that a look-up reads one clock, not the
         // calendar's.
@@ -105,12 +105,12 @@ impl RecentTokens {
         &self,
         key: &RecentKey,
         now: Instant,
-    ) -> Option<(Arc<TokenInfo>, AccessGrant)> {
+    ) -> Option<(Arc<TokenInfo>, Arc<AccessGrant>)> {
         let inner = self.lock();
         let recent = inner.entries.get(key)?;
         recent
             .is_fresh(now)
-            .then(|| (recent.info.clone(), recent.grant.clone()))
+            .then(|| (Arc::clone(&recent.info), Arc::clone(&recent.grant)))
     }
 
     pub(super) fn generation(&self) -> u64 {
@@ -171,7 +171,7 @@ mod tests {
                 now,
                 OffsetDateTime::now_utc() + expires_in,
                 info.clone(),
-                grant(),
+                Arc::new(grant()),
             );
             (now, recent)
         };

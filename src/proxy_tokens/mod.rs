@@ -21,6 +21,7 @@ pub(crate) mod audit;
 mod cache;
 pub(crate) mod scope;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -109,6 +110,20 @@ pub(crate) struct TokenInfo {
     /// the token).
     #[serde(skip)]
     record: Option<Id>,
+    /// What auditing its calls needs, worked out once per check of the
+    /// record (at most once a second) rather than once per call: two
+    /// hashes and a string.
+    #[serde(skip)]
+    audit_keys: Option<AuditKeys>,
+}
+
+/// Where a token's calls are audited.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct AuditKeys {
+    /// Whose token it is: [`AccessGrant::owner`] of its grant.
+    owner: String,
+    /// The list of its recent calls.
+    calls: SetKey,
 }
 
 impl TokenInfo {
@@ -124,6 +139,7 @@ impl TokenInfo {
             scope: Scope::Full,
             allowed_ips: Vec::new(),
             record: None,
+            audit_keys: None,
         }
     }
 
@@ -360,9 +376,13 @@ impl ProxyTokens {
         let expiry = info
             .expires_at
             .unwrap_or_else(|| OffsetDateTime::now_utc() + DEFAULT_LIFETIME);
+        let calls = match &info.audit_keys {
+            Some(keys) => Cow::Borrowed(&keys.calls),
+            None => Cow::Owned(calls_list(&info.id)),
+        };
         self.store
             .push_capped(
-                &calls_list(&info.id),
+                &calls,
                 &record,
                 &serde_json::to_string(call)?,
                 KEPT_CALLS,
@@ -382,21 +402,20 @@ impl ProxyTokens {
         Ok(self.store.load_record(&record).await?.is_some())
     }
 
-    /// Audits one call made with token `info` for `owner`: one `audit` log
-    /// line (no secret: the path is redacted, the query left out), and the
-    /// call kept among the token's recent ones, written in the background
-    /// so the answer does not wait for the store.
+    /// Audits one call made with token `info` (as [`Self::authenticate`]
+    /// gave it): one `audit` log line (no secret: the path is redacted, the
+    /// query left out), and the call kept among the token's recent ones,
+    /// written in the background so the answer does not wait for the store.
     pub fn audit(
         self: &Arc<Self>,
         info: &Arc<TokenInfo>,
-        owner: &str,
         call: CallRecord,
         latency: std::time::Duration,
     ) {
         tracing::info!(
             target: "audit",
             token_id = %info.id,
-            owner,
+            owner = info.audit_keys.as_ref().map(|keys| keys.owner.as_str()),
             method = %call.method,
             path = %call.path,
             status = call.status,
@@ -453,7 +472,7 @@ impl ProxyTokens {
         &self,
         presented: &str,
         client: Option<IpAddr>,
-    ) -> Result<Option<(Arc<TokenInfo>, AccessGrant)>, TokenError> {
+    ) -> Result<Option<(Arc<TokenInfo>, Arc<AccessGrant>)>, TokenError> {
         if !presented.starts_with(TOKEN_PREFIX) {
             return Ok(None);
         }
@@ -496,10 +515,16 @@ impl ProxyTokens {
                 return Ok(None);
             }
         }
+        let audit_keys = AuditKeys {
+            owner: record.grant.owner(),
+            calls: calls_list(&record.info.id),
+        };
         let info = Arc::new(TokenInfo {
             record: Some(id),
+            audit_keys: Some(audit_keys),
             ..record.info
         });
+        let grant = Arc::new(record.grant);
         self.recent.remember(
             recent_key,
             generation,
@@ -507,10 +532,10 @@ impl ProxyTokens {
                 checked_at,
                 expiry_date,
                 Arc::clone(&info),
-                record.grant.clone(),
+                Arc::clone(&grant),
             ),
         );
-        Ok(Some((info, record.grant)))
+        Ok(Some((info, grant)))
     }
 
     /// The owner's members and their live records; members whose record is
@@ -747,6 +772,36 @@ mod tests {
         assert!(tokens.authenticate(&value, None).await?.is_none());
         assert!(tokens.list(&ada).await?.is_empty());
         assert!(!tokens.revoke(&ada, &created.info.id).await?, "once");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn an_authenticated_token_is_audited_under_its_owner_and_in_its_calls()
+    -> Result<(), TokenError> {
+        let tokens = tokens();
+        let ada = grant("ada");
+        let created = tokens.create(&ada, TokenRequest::named("ci")).await?;
+        let (info, acting_for) = tokens
+            .authenticate(created.token.expose(), None)
+            .await?
+            .ok_or_else(refused)?;
+        // Worked out once, at the check: the same owner and list as the
+        // listing's and the dashboard's.
+        let keys = info.audit_keys.clone().ok_or_else(refused)?;
+        assert_eq!(keys.owner, acting_for.owner());
+        assert_eq!(keys.owner, ada.owner());
+        assert_eq!(keys.calls, calls_list(&created.info.id));
+
+        let call = CallRecord {
+            at: OffsetDateTime::UNIX_EPOCH,
+            method: "GET".to_owned(),
+            path: "/v2/self".to_owned(),
+            status: 200,
+            client: None,
+        };
+        tokens.record_call(&info, &call).await?;
+        let kept = tokens.calls(&ada, &created.info.id).await?;
+        assert_eq!(kept, Some(vec![call]));
         Ok(())
     }
 

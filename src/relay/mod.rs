@@ -253,7 +253,7 @@ async fn open(
     let Credential::ProxyToken(token) = &caller.credential else {
         return open_checked(state, caller, holder, headers, upgrade, target).await;
     };
-    let (token, owner) = (Arc::clone(token), caller.grant.owner());
+    let token = Arc::clone(token);
     let started = Instant::now();
     let call = CallRecord {
         at: time::OffsetDateTime::now_utc(),
@@ -270,7 +270,6 @@ async fn open(
     };
     tokens.audit(
         &token,
-        &owner,
         CallRecord {
             status: status.as_u16(),
             ..call
