@@ -12,7 +12,10 @@
 #
 # OURS_BINARY runs another build of ours. BASELINE_BINARY also runs an
 # earlier build, in front of the same stub, and floods through it in the same
-# alternating rounds (relay / base: after / before).
+# alternating rounds (relay / base: after / before). FORWARDER=1 also runs
+# socat, a plain TCP forwarder, in front of the stub on the relay's core, and
+# floods through it too: the most any relay on that core can reach, since it
+# copies bytes and parses nothing (tcp forwarder / direct; relay / tcp forwarder).
 #
 # Defaults: a 200,000-message flood; idle relays at 1000 and 9900 (10,000
 # relays need 20,000 sockets in the server, past a 20,000 open-files hard
@@ -72,6 +75,14 @@ if [ -n "$BASELINE_BINARY" ]; then
   base_port=$(free_port)
   start_ours "$BASELINE_BINARY" "$base_port"
   export BASELINE_SERVER="http://127.0.0.1:$base_port" BASELINE_PID=$started_pid
+fi
+
+if [ "${FORWARDER:-0}" = 1 ]; then
+  command -v socat >/dev/null || { echo "FORWARDER=1 needs socat (apt-get install socat)" >&2; exit 1; }
+  forwarder_port=$(free_port)
+  "${server_cpu[@]}" socat -b 65536 "TCP-LISTEN:$forwarder_port,fork,reuseaddr,nodelay" "TCP:127.0.0.1:$stub_port,nodelay" &
+  pids+=($!)
+  export FORWARDER_URL="http://127.0.0.1:$forwarder_port"
 fi
 
 if [ "$PIN" = 1 ]; then

@@ -18,6 +18,10 @@
 //! floods also go through that server (an earlier build, in front of the
 //! same stub), in the same alternating rounds, and the figure `relay / base`
 //! compares the two builds.
+//!
+//! With `FORWARDER_URL` (a plain TCP forwarder in front of the stub, such as
+//! socat), the floods also go through it: what any relay on that core can
+//! reach at best, since it copies bytes and reads no frame.
 
 use std::time::{Duration, Instant};
 
@@ -217,12 +221,20 @@ async fn run(
         }
         _ => None,
     };
+    let forwarder = std::env::var("FORWARDER_URL").ok().map(|url| Target {
+        url: format!("{}/v2/events/event-socket", url.replacen("http", "ws", 1)),
+        headers: Vec::new(),
+        sends_auth: true,
+    });
     let mut targets = vec![
         ("direct", &direct, None),
         ("relay", &relayed, Some(server_pid)),
     ];
     if let Some((target, pid)) = &earlier_build {
         targets.push(("base", target, Some(*pid)));
+    }
+    if let Some(target) = &forwarder {
+        targets.push(("tcp", target, None));
     }
 
     // The targets alternate, so that the machine's other load weighs on all
@@ -260,6 +272,11 @@ async fn run(
     print_ratios("relay / direct", &rates[1], &rates[0]);
     if earlier_build.is_some() {
         print_ratios("relay / base", &rates[1], &rates[2]);
+    }
+    if forwarder.is_some() {
+        let tcp = &rates[targets.len() - 1];
+        print_ratios("tcp forwarder / direct", tcp, &rates[0]);
+        print_ratios("relay / tcp forwarder", &rates[1], tcp);
     }
     Ok(())
 }
