@@ -496,12 +496,15 @@ impl ProxyTokens {
             return Ok(None);
         }
         let now = now_to_the_second();
+        // A call from an address the token does not allow is refused by the
+        // caller: it is no use of the token, and must not show as its last.
+        let used = record.info.allows_address(client);
         let stale = record
             .info
             .last_used_at
             .is_none_or(|last| now - last >= LAST_USE_RESOLUTION)
             || (client.is_some() && record.info.last_used_from != client);
-        if stale {
+        if used && stale {
             record.info.last_used_at = Some(now);
             if client.is_some() {
                 record.info.last_used_from = client;
@@ -802,6 +805,33 @@ mod tests {
         tokens.record_call(&info, &call).await?;
         let kept = tokens.calls(&ada, &created.info.id).await?;
         assert_eq!(kept, Some(vec![call]));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_call_from_a_refused_address_is_no_use_of_the_token() -> Result<(), TokenError> {
+        let tokens = tokens();
+        let ada = grant("ada");
+        let request = TokenRequest {
+            allowed_ips: vec![parse_address("10.0.0.0/8")?],
+            ..TokenRequest::named("ci")
+        };
+        let created = tokens.create(&ada, request).await?;
+        let outside: IpAddr = [192, 0, 2, 1].into();
+
+        // Found (the caller then refuses it for its address), but neither
+        // the time nor the address is recorded as its last use.
+        let (info, _) = tokens
+            .authenticate(created.token.expose(), Some(outside))
+            .await?
+            .ok_or_else(refused)?;
+        assert!(!info.allows_address(Some(outside)));
+        let shown = tokens
+            .get(&ada, &created.info.id)
+            .await?
+            .ok_or_else(refused)?;
+        assert_eq!(shown.last_used_from, None);
+        assert_eq!(shown.last_used_at, None);
         Ok(())
     }
 
