@@ -214,16 +214,7 @@ impl OAuthClient {
     ) -> Result<Option<ApiUser>, OAuthError> {
         let mut url = self.api_host.clone();
         url.set_path("/v2/self");
-        let request = Request {
-            method: "GET",
-            url: &url,
-            form_body: None,
-            consumer,
-            token: Some(access_token),
-            callback: None,
-            verifier: None,
-        };
-        match self.call(&request, IDENTITY).await {
+        match self.call_as("GET", &url, consumer, access_token).await {
             Ok(body) => parse_user(&body).map(Some).ok_or(OAuthError::Malformed),
             Err(Status::Refused(_)) => Ok(None),
             Err(Status::Other(error)) => Err(error),
@@ -244,20 +235,31 @@ impl OAuthClient {
             .map_err(|()| OAuthError::Malformed)?
             .clear()
             .extend(["v2", "self", "tokens", access_token.key.as_str()]);
+        match self.call_as("DELETE", &url, consumer, access_token).await {
+            Ok(_) => Ok(()),
+            Err(Status::Refused(code)) => Err(OAuthError::UnexpectedStatus(code)),
+            Err(Status::Other(error)) => Err(error),
+        }
+    }
+
+    /// Calls the API about the owner of `access_token`, signed with it.
+    async fn call_as(
+        &self,
+        method: &str,
+        url: &Url,
+        consumer: &Credentials,
+        access_token: &Credentials,
+    ) -> Result<Bytes, Status> {
         let request = Request {
-            method: "DELETE",
-            url: &url,
+            method,
+            url,
             form_body: None,
             consumer,
             token: Some(access_token),
             callback: None,
             verifier: None,
         };
-        match self.call(&request, IDENTITY).await {
-            Ok(_) => Ok(()),
-            Err(Status::Refused(code)) => Err(OAuthError::UnexpectedStatus(code)),
-            Err(Status::Other(error)) => Err(error),
-        }
+        self.call(&request, IDENTITY).await
     }
 
     async fn token_call(&self, request: &Request<'_>) -> Result<TokenAnswer, Status> {
