@@ -78,6 +78,9 @@ pub(crate) enum TokenError {
     /// What was asked for a new token cannot be: the message says why.
     #[error("{0}")]
     Invalid(String),
+    /// The session a token was being made from ended meanwhile.
+    #[error("the session ended while the token was being made: log in again")]
+    SessionEnded,
 }
 
 /// What a listing shows of a token: never the token itself.
@@ -266,12 +269,16 @@ impl ProxyTokens {
         }
     }
 
-    /// Creates a token acting for `grant` as `request` asks; refused past
-    /// the owner's limit, or when the expiry is out of bounds.
+    /// Creates a token acting for `grant` as `request` asks, from the
+    /// browser session `session`; refused past the owner's limit, when the
+    /// expiry is out of bounds, or once the session has ended (a logout or
+    /// "Revoke access" racing with the creation: their sweep of the
+    /// grant's tokens then misses none).
     pub async fn create(
         &self,
         grant: &AccessGrant,
         request: TokenRequest,
+        session: &Id,
     ) -> Result<NewToken, TokenError> {
         if request.allowed_ips.len() > MAX_ALLOWED_IPS {
             return Err(TokenError::Invalid(format!(
@@ -306,7 +313,14 @@ impl ProxyTokens {
             let stored = single_field_record(member.record, TOKEN_FIELD, &record, expiry_date)?;
             match self
                 .store
-                .create_in_set(&stored, &set, &member.encode(), self.per_owner, expiry_date)
+                .create_in_set(
+                    &stored,
+                    &set,
+                    &member.encode(),
+                    self.per_owner,
+                    expiry_date,
+                    Some(session),
+                )
                 .await?
             {
                 SetInsert::Created => {
@@ -316,6 +330,7 @@ impl ProxyTokens {
                     });
                 }
                 SetInsert::SetFull => return Err(TokenError::TooMany(self.per_owner)),
+                SetInsert::GuardGone => return Err(TokenError::SessionEnded),
                 // 128 random bits met another token's: draw again.
                 SetInsert::IdTaken => {}
             }
@@ -743,6 +758,17 @@ mod tests {
         tokens_with_limit(50)
     }
 
+    /// A browser session in `tokens`' store, for tokens to be made from.
+    async fn live_session(tokens: &ProxyTokens) -> Result<Id, TokenError> {
+        let mut record = Record {
+            id: Id::default(),
+            data: HashMap::new(),
+            expiry_date: OffsetDateTime::now_utc() + time::Duration::hours(1),
+        };
+        tower_sessions::SessionStore::create(&tokens.store, &mut record).await?;
+        Ok(record.id)
+    }
+
     fn refused() -> TokenError {
         TokenError::Record(serde_json::Error::io(std::io::Error::other(
             "token refused",
@@ -752,8 +778,11 @@ mod tests {
     #[tokio::test]
     async fn a_token_works_until_revoked() -> Result<(), TokenError> {
         let tokens = tokens();
+        let session = live_session(&tokens).await?;
         let ada = grant("ada");
-        let created = tokens.create(&ada, TokenRequest::named("ci")).await?;
+        let created = tokens
+            .create(&ada, TokenRequest::named("ci"), &session)
+            .await?;
         let value = created.token.expose().to_owned();
         assert!(
             value.len() >= TOKEN_PREFIX.len() + 43,
@@ -782,8 +811,11 @@ mod tests {
     async fn an_authenticated_token_is_audited_under_its_owner_and_in_its_calls()
     -> Result<(), TokenError> {
         let tokens = tokens();
+        let session = live_session(&tokens).await?;
         let ada = grant("ada");
-        let created = tokens.create(&ada, TokenRequest::named("ci")).await?;
+        let created = tokens
+            .create(&ada, TokenRequest::named("ci"), &session)
+            .await?;
         let (info, acting_for) = tokens
             .authenticate(created.token.expose(), None)
             .await?
@@ -811,12 +843,13 @@ mod tests {
     #[tokio::test]
     async fn a_call_from_a_refused_address_is_no_use_of_the_token() -> Result<(), TokenError> {
         let tokens = tokens();
+        let session = live_session(&tokens).await?;
         let ada = grant("ada");
         let request = TokenRequest {
             allowed_ips: vec![parse_address("10.0.0.0/8")?],
             ..TokenRequest::named("ci")
         };
-        let created = tokens.create(&ada, request).await?;
+        let created = tokens.create(&ada, request, &session).await?;
         let outside: IpAddr = [192, 0, 2, 1].into();
 
         // Found (the caller then refuses it for its address), but neither
@@ -836,12 +869,46 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_session_that_ended_makes_no_token() -> Result<(), TokenError> {
+        let tokens = tokens();
+        let session = live_session(&tokens).await?;
+        let ada = grant("ada");
+        tokens
+            .create(&ada, TokenRequest::named("before"), &session)
+            .await?;
+
+        // The session ends (a logout, or "Revoke access", whose sweep of
+        // the grant's tokens follows): a creation that was under way then
+        // writes nothing, so the sweep cannot miss it.
+        tokens.store.delete_record(&session).await?;
+        let late = tokens
+            .create(&ada, TokenRequest::named("racing"), &session)
+            .await;
+        assert!(matches!(late, Err(TokenError::SessionEnded)), "{late:?}");
+        let names: Vec<String> = tokens
+            .list(&ada)
+            .await?
+            .into_iter()
+            .map(|info| info.name)
+            .collect();
+        assert_eq!(names, ["before"]);
+        Ok(())
+    }
+
+    #[tokio::test]
     async fn listing_and_revoking_are_per_owner() -> Result<(), TokenError> {
         let tokens = tokens();
+        let session = live_session(&tokens).await?;
         let (ada, bob) = (grant("ada"), grant("bob"));
-        let first = tokens.create(&ada, TokenRequest::named("first")).await?;
-        tokens.create(&ada, TokenRequest::named("second")).await?;
-        tokens.create(&bob, TokenRequest::named("bob's")).await?;
+        let first = tokens
+            .create(&ada, TokenRequest::named("first"), &session)
+            .await?;
+        tokens
+            .create(&ada, TokenRequest::named("second"), &session)
+            .await?;
+        tokens
+            .create(&bob, TokenRequest::named("bob's"), &session)
+            .await?;
 
         let names: Vec<_> = tokens
             .list(&ada)
@@ -866,25 +933,28 @@ mod tests {
     #[tokio::test]
     async fn an_owner_holds_at_most_the_limit() -> Result<(), TokenError> {
         let tokens = tokens_with_limit(3);
+        let session = live_session(&tokens).await?;
         let ada = grant("ada");
         let mut made = Vec::new();
         for n in 0..3 {
             made.push(
                 tokens
-                    .create(&ada, TokenRequest::named(&format!("t{n}")))
+                    .create(&ada, TokenRequest::named(&format!("t{n}")), &session)
                     .await?,
             );
         }
         assert!(matches!(
-            tokens.create(&ada, TokenRequest::named("one more")).await,
+            tokens
+                .create(&ada, TokenRequest::named("one more"), &session)
+                .await,
             Err(TokenError::TooMany(3))
         ));
         tokens
-            .create(&grant("bob"), TokenRequest::named("bob's own"))
+            .create(&grant("bob"), TokenRequest::named("bob's own"), &session)
             .await?;
         tokens.revoke(&ada, &made[0].info.id).await?;
         tokens
-            .create(&ada, TokenRequest::named("after a revoke"))
+            .create(&ada, TokenRequest::named("after a revoke"), &session)
             .await?;
         Ok(())
     }
@@ -892,14 +962,23 @@ mod tests {
     #[tokio::test]
     async fn revoking_a_grant_takes_only_its_own_tokens() -> Result<(), TokenError> {
         let tokens = tokens();
+        let session = live_session(&tokens).await?;
         let first_login = grant("ada");
         let mut second_login = grant("ada");
         second_login.token = "another-access-token".to_owned();
         let old = tokens
-            .create(&first_login, TokenRequest::named("from the first login"))
+            .create(
+                &first_login,
+                TokenRequest::named("from the first login"),
+                &session,
+            )
             .await?;
         let new = tokens
-            .create(&second_login, TokenRequest::named("from the second"))
+            .create(
+                &second_login,
+                TokenRequest::named("from the second"),
+                &session,
+            )
             .await?;
 
         assert_eq!(tokens.revoke_made_from(&first_login).await?, 1);
@@ -921,8 +1000,9 @@ mod tests {
     #[tokio::test]
     async fn near_misses_are_refused() -> Result<(), TokenError> {
         let tokens = tokens();
+        let session = live_session(&tokens).await?;
         let created = tokens
-            .create(&grant("ada"), TokenRequest::named("ci"))
+            .create(&grant("ada"), TokenRequest::named("ci"), &session)
             .await?;
         let value = created.token.expose();
         let mut altered = value.to_owned();
@@ -945,8 +1025,11 @@ mod tests {
     async fn a_legacy_index_is_moved_into_the_set() -> Result<(), TokenError> {
         let store = Store::new(MemoryStore::default(), &SealingKey::random());
         let tokens = ProxyTokens::new(store.clone(), 50);
+        let session = live_session(&tokens).await?;
         let ada = grant("ada");
-        let created = tokens.create(&ada, TokenRequest::named("old")).await?;
+        let created = tokens
+            .create(&ada, TokenRequest::named("old"), &session)
+            .await?;
         // What an earlier version kept: the index record, and no set member.
         let member = tokens.members(&ada.owner()).await?.remove(0);
         store
@@ -1005,6 +1088,7 @@ mod tests {
                 &member.encode(),
                 50,
                 expiry,
+                None,
             )
             .await?;
 

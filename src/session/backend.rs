@@ -25,6 +25,8 @@ pub enum SetInsert {
     IdTaken,
     /// The set holds `limit` members already: nothing was written.
     SetFull,
+    /// The record it was made for (a session) is gone: nothing was written.
+    GuardGone,
 }
 
 /// A place records live in. Records arrive sealed (see `Store`); set
@@ -44,9 +46,12 @@ pub trait Backend: fmt::Debug + Send + Sync + 'static {
     /// Deletes record `id` (nothing if absent).
     async fn delete(&self, id: &Id) -> session_store::Result<()>;
 
-    /// In one atomic step: unless `set` holds `limit` members already or
-    /// the id is taken, writes `record` and adds `member` to `set`, which
-    /// then lives at least until `set_expiry`.
+    /// In one atomic step: unless `set` holds `limit` members already, the
+    /// id is taken, or record `guard` (when given) no longer lives, writes
+    /// `record` and adds `member` to `set`, which then lives at least until
+    /// `set_expiry`. The guard is what the record is made for: a proxy
+    /// token is made for a session, and one that ended meanwhile gets none,
+    /// so that a sweep after ending it misses nothing.
     async fn create_in_set(
         &self,
         record: &Record,
@@ -54,6 +59,7 @@ pub trait Backend: fmt::Debug + Send + Sync + 'static {
         member: &str,
         limit: usize,
         set_expiry: OffsetDateTime,
+        guard: Option<&Id>,
     ) -> session_store::Result<SetInsert>;
 
     /// In one atomic step: deletes record `id` and removes `member` from

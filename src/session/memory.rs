@@ -145,9 +145,13 @@ impl Backend for MemoryStore {
         member: &str,
         limit: usize,
         set_expiry: OffsetDateTime,
+        guard: Option<&Id>,
     ) -> session_store::Result<SetInsert> {
         let now = OffsetDateTime::now_utc();
         let mut contents = self.lock();
+        if guard.is_some_and(|guard| contents.live_record(guard, now).is_none()) {
+            return Ok(SetInsert::GuardGone);
+        }
         let count = contents
             .live_set(set, now)
             .map_or(0, |set| set.members.len());

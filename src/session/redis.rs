@@ -263,10 +263,12 @@ end
     };
 }
 
-/// KEYS: record, set. ARGV: value, record expiry (ms), member, limit, set
-/// expiry (ms). Returns 0 created, 1 id taken, 2 set full.
+/// KEYS: record, set, and the guard record if any. ARGV: value, record
+/// expiry (ms), member, limit, set expiry (ms). Returns 0 created, 1 id
+/// taken, 2 set full, 3 guard gone.
 const CREATE_IN_SET: &str = with_extend!(
     r"
+if KEYS[3] and redis.call('EXISTS', KEYS[3]) == 0 then return 3 end
 if redis.call('SCARD', KEYS[2]) >= tonumber(ARGV[4]) then return 2 end
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PXAT', ARGV[2]) then return 1 end
 redis.call('SADD', KEYS[2], ARGV[3])
@@ -377,11 +379,14 @@ impl Backend for RedisStore {
         member: &str,
         limit: usize,
         set_expiry: OffsetDateTime,
+        guard: Option<&Id>,
     ) -> session_store::Result<SetInsert> {
+        let mut keys = vec![redis_key(&record.id), set_key(set)];
+        keys.extend(guard.map(redis_key));
         let outcome: i64 = self
             .script(
                 CREATE_IN_SET,
-                vec![redis_key(&record.id), set_key(set)],
+                keys,
                 vec![
                     stored_value(record)?,
                     unix_ms(record.expiry_date).to_string(),
@@ -394,6 +399,7 @@ impl Backend for RedisStore {
         Ok(match outcome {
             0 => SetInsert::Created,
             1 => SetInsert::IdTaken,
+            3 => SetInsert::GuardGone,
             _ => SetInsert::SetFull,
         })
     }

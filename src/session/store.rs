@@ -101,11 +101,12 @@ impl Store {
         member: &str,
         limit: usize,
         set_expiry: OffsetDateTime,
+        guard: Option<&Id>,
     ) -> session_store::Result<SetInsert> {
         let sealed = self.sealer.seal(record)?;
         noted(
             self.backend
-                .create_in_set(&sealed, set, member, limit, set_expiry)
+                .create_in_set(&sealed, set, member, limit, set_expiry, guard)
                 .await,
         )
     }

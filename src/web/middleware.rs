@@ -181,6 +181,7 @@ mod tests {
             _: &str,
             _: usize,
             _: time::OffsetDateTime,
+            _: Option<&Id>,
         ) -> session_store::Result<SetInsert> {
             down()
         }

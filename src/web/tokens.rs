@@ -13,6 +13,7 @@ use crate::auth::{AuthError, Caller, Credential};
 use crate::error::json_error;
 use crate::proxy_tokens::scope::Scope;
 use crate::proxy_tokens::{TokenError, TokenRequest, parse_address};
+use crate::session::AppSession;
 use crate::state::AppState;
 
 /// Longest token name accepted.
@@ -46,6 +47,9 @@ impl IntoResponse for TokensApiError {
             }
             Self::Store(TokenError::TooMany(_)) => {
                 json_error(StatusCode::CONFLICT, self.to_string())
+            }
+            Self::Store(TokenError::SessionEnded) => {
+                json_error(StatusCode::UNAUTHORIZED, self.to_string())
             }
             Self::Store(error) => AuthError::from(error).into_response(),
         }
@@ -114,11 +118,17 @@ impl CreateToken {
 pub(crate) async fn create(
     State(state): State<AppState>,
     caller: Result<Caller, AuthError>,
+    session: AppSession,
     Json(body): Json<CreateToken>,
 ) -> Result<Response, TokensApiError> {
     let caller = session_caller(caller)?;
     let request = body.into_request()?;
-    let created = state.tokens.create(&caller.grant, request).await?;
+    // A session caller's session has an id: it was read to find the grant.
+    let session = session.id().ok_or(AuthError::Missing)?;
+    let created = state
+        .tokens
+        .create(&caller.grant, request, &session)
+        .await?;
     tracing::info!(token_id = %created.info.id, "proxy token created");
     state.metrics.proxy_token_created();
     // The only answer that ever holds the token: no cache may keep it.

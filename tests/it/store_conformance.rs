@@ -86,6 +86,7 @@ async fn conformance(store: Arc<dyn Backend>) {
                     &member,
                     25,
                     OffsetDateTime::now_utc() + HOUR,
+                    None,
                 )
                 .await
                 .expect("create_in_set");
@@ -121,13 +122,47 @@ async fn conformance(store: Arc<dyn Backend>) {
                 &other_set,
                 "x:1",
                 10,
-                OffsetDateTime::now_utc() + HOUR
+                OffsetDateTime::now_utc() + HOUR,
+                None
             )
             .await
             .expect("create_in_set"),
         SetInsert::IdTaken
     );
     assert!(store.members(&other_set).await.expect("members").is_empty());
+
+    // A record made for another (a token for a session) is made only while
+    // that one lives, and not at all once it is gone.
+    let session = record("session", HOUR);
+    assert!(store.create(&session).await.expect("create"));
+    let guarded_set = SetKey(format!("conformance-guarded-{}", rand_suffix()));
+    let guarded = |name: &'static str| {
+        let (store, set, session) = (Arc::clone(&store), guarded_set.clone(), session.id);
+        async move {
+            let made = record(name, HOUR);
+            let outcome = store
+                .create_in_set(
+                    &made,
+                    &set,
+                    &format!("{name}:1"),
+                    10,
+                    OffsetDateTime::now_utc() + HOUR,
+                    Some(&session),
+                )
+                .await
+                .expect("create_in_set");
+            (outcome, made.id)
+        }
+    };
+    assert_eq!(guarded("while-alive").await.0, SetInsert::Created);
+    store.delete(&session.id).await.expect("delete");
+    let (outcome, late) = guarded("once-gone").await;
+    assert_eq!(outcome, SetInsert::GuardGone);
+    assert!(store.load(&late).await.expect("load").is_none());
+    assert_eq!(
+        store.members(&guarded_set).await.expect("members"),
+        ["while-alive:1"]
+    );
 
     // Deleting record and member together, racing with updates.
     let victim = record("victim", HOUR);
@@ -139,6 +174,7 @@ async fn conformance(store: Arc<dyn Backend>) {
             "victim:1",
             10,
             OffsetDateTime::now_utc() + HOUR,
+            None,
         )
         .await
         .expect("create_in_set");
