@@ -769,6 +769,13 @@ mod tests {
         Ok(record.id)
     }
 
+    /// A token store in which ada is logged in.
+    async fn ada_logged_in() -> Result<(ProxyTokens, Id, AccessGrant), TokenError> {
+        let tokens = tokens();
+        let session = live_session(&tokens).await?;
+        Ok((tokens, session, grant("ada")))
+    }
+
     fn refused() -> TokenError {
         TokenError::Record(serde_json::Error::io(std::io::Error::other(
             "token refused",
@@ -810,9 +817,7 @@ mod tests {
     #[tokio::test]
     async fn an_authenticated_token_is_audited_under_its_owner_and_in_its_calls()
     -> Result<(), TokenError> {
-        let tokens = tokens();
-        let session = live_session(&tokens).await?;
-        let ada = grant("ada");
+        let (tokens, session, ada) = ada_logged_in().await?;
         let created = tokens
             .create(&ada, TokenRequest::named("ci"), &session)
             .await?;
@@ -842,9 +847,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_call_from_a_refused_address_is_no_use_of_the_token() -> Result<(), TokenError> {
-        let tokens = tokens();
-        let session = live_session(&tokens).await?;
-        let ada = grant("ada");
+        let (tokens, session, ada) = ada_logged_in().await?;
         let request = TokenRequest {
             allowed_ips: vec![parse_address("10.0.0.0/8")?],
             ..TokenRequest::named("ci")
@@ -870,9 +873,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_session_that_ended_makes_no_token() -> Result<(), TokenError> {
-        let tokens = tokens();
-        let session = live_session(&tokens).await?;
-        let ada = grant("ada");
+        let (tokens, session, ada) = ada_logged_in().await?;
         tokens
             .create(&ada, TokenRequest::named("before"), &session)
             .await?;
