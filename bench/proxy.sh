@@ -241,6 +241,9 @@ echo "cpu/req: CPU time of the server under test (not of the stub behind it) per
 echo "the targets alternate for $ROUNDS rounds, so that other load on the machine falls on all"
 printf "%-11s %12s %9s %9s %9s %9s %12s\n" target "requests/s" p50 p75 p90 p99 "cpu/req (us)"
 rows=""
+case " ${TARGETS:-} " in
+  *" base-"*) [ -n "$BASELINE_BINARY" ] || { echo "the base-* targets need BASELINE_BINARY" >&2; exit 1; } ;;
+esac
 default_targets="direct nginx cookie bearer"
 [ -z "$BASELINE_BINARY" ] || default_targets+=" base-cookie base-bearer"
 for round in $(seq "$ROUNDS"); do

@@ -271,9 +271,9 @@ impl ProxyTokens {
 
     /// Creates a token acting for `grant` as `request` asks, from the
     /// browser session `session`; refused past the owner's limit, when the
-    /// expiry is out of bounds, or once the session has ended (a logout or
-    /// "Revoke access" racing with the creation: their sweep of the
-    /// grant's tokens then misses none).
+    /// expiry is out of bounds, or once the session has ended (a logout, or
+    /// "Revoke access" racing with the creation: its sweep of the grant's
+    /// tokens, which follows the end of the session, then misses none).
     pub async fn create(
         &self,
         grant: &AccessGrant,
@@ -427,6 +427,10 @@ impl ProxyTokens {
         call: CallRecord,
         latency: std::time::Duration,
     ) {
+        debug_assert!(
+            info.audit_keys.is_some(),
+            "audited tokens come from `authenticate`"
+        );
         tracing::info!(
             target: "audit",
             token_id = %info.id,
